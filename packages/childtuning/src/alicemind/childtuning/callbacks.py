@@ -1,0 +1,107 @@
+"""ChildTuning as a callback of alicemind-core's training loop."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from alicemind.childtuning.fisher import LossFn, ParamFilter, compute_fisher_mask
+from alicemind.childtuning.masking import GradientMasker
+from alicemind.core.training.callbacks import TrainerCallback
+
+
+class ChildTuningCallback(TrainerCallback):
+    """Attach ChildTuning-F or -D to ``alicemind.core.training.Trainer``.
+
+    ``on_train_begin`` computes the D mask (one Fisher pass over ``trainer.train_dataloader`` with
+    ``trainer.model``) unless masks were given or restored; ``before_optimizer_step`` (after unscaling and
+    clipping, as in the original) masks the gradients in place, so it works with whatever optimizer the
+    Trainer built.
+
+    Args:
+        mode: "F" or "D".
+        reserve_p: keep probability (F) / child fraction (D).
+        masks: precomputed D masks {name or parameter: bool mask}; skips the Fisher pass.
+        param_filter: D-mode parameter predicate(name, param); default ``'layer' in name`` (the original).
+        max_grad_norm: per-tensor clip of the Fisher pass; default the trainer config's ``max_grad_norm``
+            (1.0 if unset or <= 0).
+        loss_fn: (model, batch) -> loss for the Fisher pass; default ``model(**batch).loss``.
+        generator: torch.Generator for F-mode draws.
+        progress: log the Fisher pass progress.
+    """
+
+    def __init__(
+        self,
+        mode: str,
+        reserve_p: float,
+        *,
+        masks: Mapping[Any, torch.Tensor] | None = None,
+        param_filter: ParamFilter | None = None,
+        max_grad_norm: float | None = None,
+        loss_fn: LossFn | None = None,
+        generator: torch.Generator | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.masker = GradientMasker(mode, reserve_p, generator=generator)
+        if masks is not None and self.masker.mode != "D":
+            raise ValueError("masks are only used by ChildTuning-D")
+        self._pending_masks = dict(masks) if masks is not None else None
+        self.masks_by_name: dict[str, torch.Tensor] | None = None
+        self.param_filter = param_filter
+        self.max_grad_norm = max_grad_norm
+        self.loss_fn = loss_fn
+        self.progress = progress
+
+    @property
+    def mode(self) -> str:
+        return self.masker.mode
+
+    @property
+    def reserve_p(self) -> float:
+        return self.masker.reserve_p
+
+    def on_train_begin(self, trainer: Any) -> None:
+        if self.mode != "D":
+            return
+        model = trainer.model
+        if self._pending_masks is None and self.masker.masks is None:
+            self._pending_masks = compute_fisher_mask(
+                model,
+                trainer.train_dataloader,
+                self.loss_fn,
+                reserve_p=self.reserve_p,
+                param_filter=self.param_filter,
+                max_grad_norm=self._clip_norm(trainer),
+                progress=self.progress,
+            )
+        if self._pending_masks is not None:
+            self.masker.set_masks(self._pending_masks, model=model)
+            names = {id(p): n for n, p in model.named_parameters()}
+            self.masks_by_name = {names[id(p)]: m for p, m in (self.masker.masks or {}).items() if id(p) in names}
+            self._pending_masks = None
+
+    def before_optimizer_step(self, trainer: Any) -> None:
+        self.masker.apply_(trainer.model.parameters())
+
+    def state_dict(self) -> dict[str, Any]:
+        """The D masks by parameter name (CPU), so a resumed run keeps its child network."""
+        masks = {n: m.cpu() for n, m in (self.masks_by_name or {}).items()}
+        return {"mode": self.mode, "reserve_p": self.reserve_p, "masks": masks}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore masks saved by ``state_dict``; they are bound to the model at the next ``on_train_begin``."""
+        if state.get("mode") != self.mode:
+            raise ValueError(
+                f"saved ChildTuning state is for mode {state.get('mode')!r}, this callback is {self.mode!r}"
+            )
+        if state.get("masks"):
+            self._pending_masks = dict(state["masks"])
+            self.masker.masks = None
+
+    def _clip_norm(self, trainer: Any) -> float:
+        if self.max_grad_norm is not None:
+            return self.max_grad_norm
+        configured = getattr(getattr(trainer, "config", None), "max_grad_norm", None)
+        return float(configured) if configured and configured > 0 else 1.0

@@ -1,0 +1,96 @@
+"""``generate``: encode once, then greedy, sampled or beam decoding through the model's cache."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from alicemind.core.generation.beam import beam_search
+from alicemind.core.generation.config import GenerationConfig
+from alicemind.core.generation.output import GenerationOutput
+from alicemind.core.generation.protocol import EncoderDecoderLM, Streamer
+from alicemind.core.generation.search import greedy_or_sample
+
+StreamCallback = Callable[[Tensor, Tensor], None]
+_PROTOCOL_METHODS = ("encode", "init_decoder_cache", "decode_step", "reorder_cache")
+
+
+class CallbackStreamer:
+    """Adapts a plain function ``fn(new_token_ids, finished)`` to the :class:`Streamer` protocol."""
+
+    def __init__(self, fn: StreamCallback) -> None:
+        self.fn = fn
+
+    def put(self, new_token_ids: Tensor, finished: Tensor) -> None:
+        self.fn(new_token_ids, finished)
+
+    def end(self) -> None:
+        """Nothing to flush for a plain callback."""
+
+
+def _as_streamer(streamer: Streamer | StreamCallback | None) -> Streamer | None:
+    if streamer is None or isinstance(streamer, Streamer):
+        return streamer
+    if callable(streamer):
+        return CallbackStreamer(streamer)
+    raise TypeError(f"streamer must have put/end methods or be callable, got {type(streamer).__name__}")
+
+
+def _decoder_prompt(
+    config: GenerationConfig, batch: int, device: torch.device, decoder_input_ids: Tensor | None
+) -> Tensor:
+    if decoder_input_ids is not None:
+        if decoder_input_ids.dim() != 2 or decoder_input_ids.shape[0] != batch or decoder_input_ids.shape[1] < 1:
+            raise ValueError(
+                f"decoder_input_ids must be [batch={batch}, P>=1], got shape {tuple(decoder_input_ids.shape)}"
+            )
+        return decoder_input_ids.to(device=device, dtype=torch.long)
+    start = config.decoder_start_token_id if config.decoder_start_token_id is not None else config.bos_token_id
+    if start is None:
+        raise ValueError("set decoder_start_token_id (or bos_token_id) in GenerationConfig, or pass decoder_input_ids")
+    return torch.full((batch, 1), start, dtype=torch.long, device=device)
+
+
+def generate(
+    model: EncoderDecoderLM,
+    input_ids: Tensor,
+    attention_mask: Tensor | None,
+    config: GenerationConfig,
+    *,
+    streamer: Streamer | StreamCallback | None = None,
+    generator: torch.Generator | None = None,
+    decoder_input_ids: Tensor | None = None,
+) -> GenerationOutput:
+    """Generate from a padded source batch ``input_ids`` ``[B, S]`` with ``model`` (see :class:`EncoderDecoderLM`).
+
+    Decoding starts from ``decoder_input_ids`` ``[B, P]`` (the same length for every row) or else from
+    ``config.decoder_start_token_id``. The encoder runs once and its cross-attention keys/values are cached.
+    ``streamer`` (greedy and sampling only) gets each step's tokens; ``generator`` seeds sampling.
+    Runs under ``torch.no_grad()`` (not inference mode, so the outputs may later feed a training step).
+    """
+    missing = [name for name in _PROTOCOL_METHODS if not callable(getattr(model, name, None))]
+    if missing:
+        raise TypeError(f"{type(model).__name__} does not implement EncoderDecoderLM: missing {missing}")
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must be [batch, source_length], got shape {tuple(input_ids.shape)}")
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    elif attention_mask.shape != input_ids.shape:
+        raise ValueError(
+            f"attention_mask shape {tuple(attention_mask.shape)} differs from input_ids {tuple(input_ids.shape)}"
+        )
+    if config.num_beams > 1 and streamer is not None:
+        raise ValueError("streaming is only supported for greedy decoding and sampling, not beam search")
+
+    prompt = _decoder_prompt(config, input_ids.shape[0], input_ids.device, decoder_input_ids)
+    max_new_tokens = config.resolve_max_new_tokens(prompt.shape[1])
+    with torch.no_grad():
+        encoded = model.encode(input_ids, attention_mask)
+        cache = model.init_decoder_cache(encoded, attention_mask, prompt.shape[1] + max_new_tokens)
+        if config.num_beams > 1:
+            return beam_search(model, cache, prompt, config, max_new_tokens)
+        return greedy_or_sample(
+            model, cache, prompt, config, max_new_tokens, streamer=_as_streamer(streamer), generator=generator
+        )

@@ -1,0 +1,39 @@
+"""Building blocks every family assembles: embeddings, attention, blocks, stacks and heads."""
+
+from alicemind.core.layers.activations import FeedForward, get_activation
+from alicemind.core.layers.attention import KVCache, MultiHeadAttention, build_attention_mask, causal_mask
+from alicemind.core.layers.block import BlockSpec, LayerCache, TransformerBlock
+from alicemind.core.layers.embeddings import (
+    LayoutEmbeddings,
+    PatchEmbedding,
+    SequenceTooLongError,
+    SinusoidalPositions,
+    TextEmbeddings,
+)
+from alicemind.core.layers.heads import ClassificationHead, MaskedLMHead, Pooler, SpanQAHead
+from alicemind.core.layers.padding import PackedBatch
+from alicemind.core.layers.stack import StackOutput, TransformerStack
+
+__all__ = [
+    "BlockSpec",
+    "ClassificationHead",
+    "FeedForward",
+    "KVCache",
+    "LayerCache",
+    "LayoutEmbeddings",
+    "MaskedLMHead",
+    "MultiHeadAttention",
+    "PackedBatch",
+    "PatchEmbedding",
+    "Pooler",
+    "SequenceTooLongError",
+    "SinusoidalPositions",
+    "SpanQAHead",
+    "StackOutput",
+    "TextEmbeddings",
+    "TransformerBlock",
+    "TransformerStack",
+    "build_attention_mask",
+    "causal_mask",
+    "get_activation",
+]

@@ -1,0 +1,121 @@
+"""``from_pretrained`` / ``save_pretrained`` for every family model, in the Hugging Face manner.
+
+A family model subclasses :class:`PreTrainedModel`, sets ``config_class`` and implements
+``export_state_dict`` / ``import_state_dict`` when its file keys (the peer's names) differ from its module names,
+and ``read_checkpoint`` to recognise the released formats of its family.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import torch
+from torch import nn
+
+from alicemind.core.config import CONFIG_NAME, ModelConfig
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS_NAME = "model.safetensors"
+M = TypeVar("M", bound="PreTrainedModel")
+
+
+@dataclass
+class LoadedCheckpoint:
+    """What a family's reader found: the config, weights in the model's own key names, and the format's name."""
+
+    config: ModelConfig
+    state_dict: dict[str, torch.Tensor]
+    source_format: str
+    ignore_missing: tuple[str, ...] = ()
+    ignore_unexpected: tuple[str, ...] = ()
+
+
+class PreTrainedModel(nn.Module):
+    """Base of every family model: config handling, safetensors IO and strict, explained loading."""
+
+    config_class: ClassVar[type[ModelConfig]] = ModelConfig
+    # Regexes of our own keys that a checkpoint may legitimately lack (e.g. a head being fine-tuned).
+    optional_keys: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.source_format: str | None = None
+
+    # -- key translation (identity by default) -------------------------------------------------------------------
+    def export_state_dict(self) -> dict[str, torch.Tensor]:
+        """Weights under the names written to ``model.safetensors`` (the peer's names where one exists)."""
+        return self.state_dict()
+
+    @classmethod
+    def import_state_dict(cls, state_dict: dict[str, torch.Tensor], config: ModelConfig) -> dict[str, torch.Tensor]:
+        """Inverse of :meth:`export_state_dict`: file names -> this class's module names."""
+        return state_dict
+
+    # -- IO ---------------------------------------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` (tied weights stored once) into ``directory``."""
+        from alicemind.core.checkpoint import save_safetensors
+
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        self.config.save_pretrained(path)
+        tensors = {k: v.detach().cpu() for k, v in self.export_state_dict().items()}
+        save_safetensors(tensors, path / WEIGHTS_NAME, metadata={"format": "pt", "model_class": type(self).__name__})
+        return path
+
+    @classmethod
+    def read_checkpoint(cls, path: Path, **config_overrides: Any) -> LoadedCheckpoint:
+        """Recognise and read a checkpoint; the base class reads only our own folder layout."""
+        from alicemind.core.checkpoint import load_state_dict_file
+
+        if not (path / CONFIG_NAME).is_file() or not (path / WEIGHTS_NAME).is_file():
+            raise FileNotFoundError(f"{path} has no {CONFIG_NAME} + {WEIGHTS_NAME}")
+        config = cls.config_class.from_json_file(path / CONFIG_NAME, **config_overrides)
+        state = cls.import_state_dict(load_state_dict_file(path / WEIGHTS_NAME), config)
+        return LoadedCheckpoint(config, state, "alicemind")
+
+    @classmethod
+    def from_pretrained(cls: type[M], name_or_path: str | os.PathLike, **config_overrides: Any) -> M:
+        """Build the model and load weights strictly; ``model.source_format`` names the format that was found.
+
+        Keys that the checkpoint lacks are an error unless they match ``optional_keys`` (task heads that are
+        freshly initialised when loading a backbone); keys it has but the model does not are always an error,
+        except those the reader marks as known-unused (e.g. another head of a multi-head release).
+        """
+        from alicemind.core.checkpoint import load_into_model
+
+        path = Path(name_or_path)
+        if not path.exists():
+            raise FileNotFoundError(f"no checkpoint at {path}")
+        loaded = cls.read_checkpoint(path, **config_overrides)
+        model = cls(loaded.config)
+        missing_ok = tuple(cls.optional_keys) + tuple(loaded.ignore_missing)
+        load_into_model(model, loaded.state_dict, ignore_missing=missing_ok, ignore_unexpected=loaded.ignore_unexpected)
+        fresh = sorted(k for k in model.state_dict() if k not in loaded.state_dict)
+        if fresh:
+            logger.warning(
+                "%s: %d weight(s) not in %s were newly initialised (train them before use): %s",
+                cls.__name__,
+                len(fresh),
+                path,
+                fresh[:10] + (["..."] if len(fresh) > 10 else []),
+            )
+        model.source_format = loaded.source_format
+        logger.info("loaded %s from %s (%s format)", cls.__name__, path, loaded.source_format)
+        return model
+
+    def num_parameters(self, *, trainable_only: bool = False) -> int:
+        """Parameter count (tied tensors counted once)."""
+        seen, total = set(), 0
+        for p in self.parameters():
+            if id(p) in seen or (trainable_only and not p.requires_grad):
+                continue
+            seen.add(id(p))
+            total += p.numel()
+        return total

@@ -1,0 +1,185 @@
+"""Atomic training checkpoints: ``checkpoint-<step>/`` appears whole or not at all.
+
+A checkpoint is written into a hidden temporary directory beside it and renamed into place with ``os.replace``,
+so a crash (or SIGKILL) in the middle of a write leaves the previous checkpoints untouched and only a stale
+temporary directory, which the next save removes. ``trainer_state.json`` is written last; a directory without it
+is never taken for a checkpoint. Nothing here unpickles code: model weights are safetensors, RNG states are
+safetensors, optimizer/scheduler/scaler states are read with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, load_model, save_file, save_model
+from torch import nn
+
+from alicemind.core.training.config import TrainState
+
+MODEL_FILE = "model.safetensors"
+STATE_FILE = "trainer_state.json"
+_CKPT = re.compile(r"^checkpoint-(\d+)$")
+_TMP_PREFIX = ".tmp-"
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _save_torch(obj: Any, path: Path) -> None:
+    torch.save(obj, path)
+
+
+def save_model_weights(model: nn.Module, path: Path) -> None:
+    """Model weights as safetensors; tied parameters are stored once (safetensors forbids aliased tensors)."""
+    save_model(model, str(path))
+
+
+def load_model_weights(model: nn.Module, path: Path, device: torch.device | str = "cpu") -> None:
+    """Load weights written by :func:`save_model_weights`; missing or unexpected keys raise."""
+    load_model(model, str(path), strict=True, device=str(device))
+
+
+def rng_state() -> dict[str, torch.Tensor]:
+    """Python, NumPy, torch CPU and CUDA generator states as tensors (so they store as safetensors)."""
+    _, py_state, py_gauss = random.getstate()
+    name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state = {
+        "python": torch.tensor(py_state, dtype=torch.int64),
+        # random.gauss() caches its second draw; None when no draw is pending.
+        "python_gauss": torch.tensor([py_gauss is not None, py_gauss or 0.0], dtype=torch.float64),
+        "numpy_keys": torch.from_numpy(np_keys.astype(np.int64)),
+        "numpy_extra": torch.tensor([np_pos, np_has_gauss], dtype=torch.int64),
+        "numpy_gauss": torch.tensor([np_gauss], dtype=torch.float64),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            state[f"cuda_{i}"] = s
+    return state
+
+
+def set_rng_state(state: dict[str, torch.Tensor]) -> None:
+    """Restore what :func:`rng_state` captured."""
+    has_gauss, gauss = state["python_gauss"].tolist()
+    random.setstate((3, tuple(state["python"].tolist()), gauss if has_gauss else None))
+    pos, has_gauss = state["numpy_extra"].tolist()
+    np.random.set_state(
+        ("MT19937", state["numpy_keys"].numpy().astype(np.uint32), pos, has_gauss, state["numpy_gauss"].item())
+    )
+    torch.set_rng_state(state["torch"])
+    cuda = [state[f"cuda_{i}"] for i in range(torch.cuda.device_count()) if f"cuda_{i}" in state]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def checkpoint_dir(output_dir: Path, step: int) -> Path:
+    """Where the checkpoint of ``step`` lives."""
+    return output_dir / f"checkpoint-{step}"
+
+
+def temp_dir(final: Path) -> Path:
+    """The hidden directory a checkpoint is assembled in before it is renamed to ``final``."""
+    return final.parent / f"{_TMP_PREFIX}{final.name}"
+
+
+def begin(final: Path) -> Path:
+    """Create a clean temporary directory for ``final`` (dropping any stale one left by a crash)."""
+    tmp = temp_dir(final)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def write_rng(tmp: Path, rank: int) -> None:
+    """This rank's RNG states into the checkpoint being assembled."""
+    path = tmp / f"rng_state_{rank}.safetensors"
+    save_file(rng_state(), str(path))
+    _fsync(path)
+
+
+def write_main(
+    tmp: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: torch.amp.GradScaler | None,
+    state: TrainState,
+) -> None:
+    """Model, optimizer, scheduler, scaler and (last) the trainer state into the checkpoint being assembled."""
+    save_model_weights(model, tmp / MODEL_FILE)
+    _save_torch(optimizer.state_dict(), tmp / "optimizer.pt")
+    if scheduler is not None:
+        _save_torch(scheduler.state_dict(), tmp / "scheduler.pt")
+    if scaler is not None:
+        _save_torch(scaler.state_dict(), tmp / "scaler.pt")
+    state.save(tmp / STATE_FILE)
+    for f in tmp.iterdir():
+        _fsync(f)
+
+
+def commit(tmp: Path, final: Path) -> None:
+    """Move an assembled checkpoint into place atomically, replacing an older one of the same name."""
+    old = None
+    if final.exists():
+        # os.replace cannot overwrite a non-empty directory: move the old one aside first.
+        old = final.parent / f"{_TMP_PREFIX}old-{final.name}"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if hasattr(os, "O_DIRECTORY"):
+        fd = os.open(final.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints in ``output_dir`` as (step, path), oldest first."""
+    if not output_dir.is_dir():
+        return []
+    found = []
+    for child in output_dir.iterdir():
+        match = _CKPT.match(child.name)
+        if match and (child / STATE_FILE).is_file():
+            found.append((int(match.group(1)), child))
+    return sorted(found)
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    """The most recent complete checkpoint, or None."""
+    found = list_checkpoints(output_dir)
+    return found[-1][1] if found else None
+
+
+def prune(output_dir: Path, keep_last_n: int | None) -> None:
+    """Delete all but the newest ``keep_last_n`` checkpoints (``best/`` is separate and never touched)."""
+    if keep_last_n is None:
+        return
+    for _, path in list_checkpoints(output_dir)[:-keep_last_n]:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def load_torch(path: Path, device: torch.device | str) -> Any:
+    """Read an optimizer/scheduler/scaler state without executing pickled code."""
+    return torch.load(path, map_location=device, weights_only=True)
+
+
+def read_rng(ckpt: Path, rank: int) -> dict[str, torch.Tensor] | None:
+    """This rank's saved RNG states, or None when the checkpoint has none for it (e.g. more ranks than before)."""
+    path = ckpt / f"rng_state_{rank}.safetensors"
+    return load_file(str(path)) if path.is_file() else None
