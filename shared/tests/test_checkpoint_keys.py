@@ -53,7 +53,10 @@ def test_strip_and_detect_prefix():
     assert detect_prefix(sd, candidates, anchor="missing.weight") is None
     stripped = strip_prefix(sd, ["module.bert.", "bert."])
     assert list(stripped) == ["embeddings.word_embeddings.weight", "pooler.dense.bias", "classifier.weight"]
-    assert list(strip_prefix(sd, "module.bert.", drop_others=True)) == ["embeddings.word_embeddings.weight", "pooler.dense.bias"]
+    assert list(strip_prefix(sd, "module.bert.", drop_others=True)) == [
+        "embeddings.word_embeddings.weight",
+        "pooler.dense.bias",
+    ]
     with pytest.raises(CheckpointError, match="strip_prefix maps both"):
         strip_prefix({"bert.a": torch.ones(1), "a": torch.ones(1)}, "bert.")
 

@@ -51,6 +51,15 @@ def test_plain_state_dict_round_trip(tmp_path, zipped):
     assert_same(load_state_dict_file(path), sd)
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol 4:UserWarning")
+def test_legacy_file_with_newer_pickle_protocol_is_detected(tmp_path):
+    sd = tiny_state_dict()
+    path = tmp_path / "p4.pt"
+    torch.save(sd, path, _use_new_zipfile_serialization=False, pickle_protocol=4)
+    assert detect_format(path) == "torch-legacy"
+    assert_same(load_state_dict_file(path), sd)
+
+
 def test_plain_pickle_and_safetensors_are_detected(tmp_path):
     sd = tiny_state_dict()
     pickled = tmp_path / "plain.pkl"

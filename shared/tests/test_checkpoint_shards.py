@@ -101,7 +101,9 @@ def test_world_size_mismatch_is_reported(tmp_path):
 def test_merge_errors_name_the_keys():
     shards = split_like_megatron(full_model())
     shards[1]["bert.encoder.layer.0.LayerNorm.weight"] += 1
-    with pytest.raises(CheckpointError, match=r"'bert.encoder.layer.0.LayerNorm.weight' is marked replicated but rank 1"):
+    with pytest.raises(
+        CheckpointError, match=r"'bert.encoder.layer.0.LayerNorm.weight' is marked replicated but rank 1"
+    ):
         merge_model_parallel_shards(shards, PLUG_RULES)
     with pytest.raises(CheckpointError, match=r"4 key\(s\) match no split rule: .*query_key_value.bias"):
         merge_model_parallel_shards(shards, {r"weight$": 0})

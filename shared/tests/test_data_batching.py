@@ -126,9 +126,17 @@ def test_shards_round_trip_across_shards(tmp_path):
     assert ds.lengths().tolist() == [len(x["input_ids"]) for x in instances]
     with pytest.raises(IndexError):
         ds[25]
-    loader = DataLoader(ds, batch_size=4, num_workers=0, collate_fn=DataCollatorWithPadding(0))
-    batch = next(iter(loader))
-    assert batch["input_ids"].shape[0] == 4 and batch["mlm_labels"].min() == -100
+    sampler = LengthBucketSampler(ds.lengths(), batch_size=4, seed=0)
+    loader = DataLoader(ds, batch_sampler=sampler, num_workers=2, collate_fn=DataCollatorWithPadding(0))
+    seen = 0
+    for batch, indices in zip(loader, sampler):  # worker processes map the shards themselves
+        width = max(len(instances[i]["input_ids"]) for i in indices)
+        assert batch["input_ids"].shape == (len(indices), width)
+        assert batch["input_ids"][0, : len(instances[indices[0]]["input_ids"])].tolist() == list(
+            instances[indices[0]]["input_ids"]
+        )
+        seen += len(indices)
+    assert seen == 25
 
 
 def test_shards_are_deterministic_and_validate(tmp_path):

@@ -95,9 +95,12 @@ def test_glue_layouts(tmp_path):
 
     mnli = tmp_path / "MNLI"
     head = "index\tpromptID\tpairID\tgenre\ts1_bin\ts2_bin\ts1_parse\ts2_parse\tsentence1\tsentence2"
-    _write(mnli / "train.tsv", [head + "\tlabel1\tgold_label", "7\tp\tq\tfiction\tb\tb\tp\tp\tA man.\tA person.\tx\tneutral"])
+    _write(
+        mnli / "train.tsv",
+        [head + "\tlabel1\tgold_label", "7\tp\tq\tfiction\tb\tb\tp\tp\tA man.\tA person.\tx\tneutral"],
+    )
     dev = head + "\tlabel1\tlabel2\tlabel3\tlabel4\tlabel5\tgold_label"
-    _write(mnli / "dev_mismatched.tsv", [dev, "3\tp\tq\tg\tb\tb\tp\tp\tIt's \"ok\".\tFine.\te\te\tc\te\te\tentailment"])
+    _write(mnli / "dev_mismatched.tsv", [dev, '3\tp\tq\tg\tb\tb\tp\tp\tIt\'s "ok".\tFine.\te\te\tc\te\te\tentailment'])
     _write(mnli / "test_matched.tsv", [head, "11\tp\tq\tg\tb\tb\tp\tp\tHi.\tHello."])
     _write(mnli / "diagnostic.tsv", ["index\tsentence1\tsentence2", "0\tThe cat sat.\tThe cat did not sit."])
     ex = load_task_examples("mnli", mnli, "train")[0]
@@ -143,7 +146,10 @@ def test_glue_errors_name_the_problem(tmp_path):
 
 def test_clue_layouts(tmp_path):
     d = tmp_path / "tnews"
-    _jsonl(d / "train.json", [{"label": "102", "label_desc": "news_entertainment", "sentence": "江疏影", "keywords": "江疏影,美少女"}])
+    _jsonl(
+        d / "train.json",
+        [{"label": "102", "label_desc": "news_entertainment", "sentence": "江疏影", "keywords": "江疏影,美少女"}],
+    )
     ex = load_task_examples("tnews", d, "train")[0]
     assert (ex.text_a, ex.text_b, ex.label) == ("江疏影", "江疏影,美少女", "102")
     assert get_task("tnews").label_id("102") == 2

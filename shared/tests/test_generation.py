@@ -173,13 +173,16 @@ def test_greedy_continues_a_decoder_prompt() -> None:
         assert _rows(out, prompt_len=3)[row] == toy.naive_greedy(model, torch.tensor(source), [START, 7, 9], 7, EOS)
 
 
-def test_min_length_masks_eos() -> None:
-    model = toy.ToySeq2Seq(seed=1)  # greedy ends at once without min_length
+@pytest.mark.parametrize("min_length", [0, 1, 4])
+def test_min_length_is_exact(min_length) -> None:
+    model = toy.ToySeq2Seq(seed=1)
+    with torch.no_grad():
+        model.lm_head.bias[EOS] += 30.0  # EOS wins whenever it is allowed
     ids, mask = toy.padded_batch(SOURCES)
-    assert generate(model, ids, mask, _config()).lengths.tolist() == [1, 1, 1, 1]
-    out = generate(model, ids, mask, _config(min_length=4))
-    for tokens in _rows(out):
-        assert EOS not in tokens[1:5] and len(tokens) - 1 >= 5
+    for config in (_config(min_length=min_length), _config(min_length=min_length, do_sample=True)):
+        out = generate(model, ids, mask, config, generator=torch.Generator().manual_seed(0))
+        assert out.lengths.tolist() == [min_length + 1] * len(SOURCES)
+        assert out.sequences[:, min_length + 1].eq(EOS).all()
 
 
 @pytest.mark.parametrize("n", [2, 3])
@@ -189,6 +192,24 @@ def test_greedy_never_repeats_a_blocked_ngram(n) -> None:
     assert any(_repeats_ngram(t, n) for t in _rows(generate(model, ids, mask, _config(max_new_tokens=20))))
     out = generate(model, ids, mask, _config(max_new_tokens=20, no_repeat_ngram_size=n))
     assert not any(_repeats_ngram(t, n) for t in _rows(out))
+
+
+def test_repetition_penalty_in_greedy_matches_a_manual_loop() -> None:
+    model = toy.ToySeq2Seq(seed=0)
+    ids, mask = toy.padded_batch(SOURCES)
+    plain = generate(model, ids, mask, _config())
+    out = generate(model, ids, mask, _config(repetition_penalty=3.0))
+    assert _rows(out) != _rows(plain)
+    for row, source in enumerate(SOURCES):
+        tokens = [START]
+        while len(tokens) <= 12 and tokens[-1] != EOS:
+            logits = model.full_logits(torch.tensor([source]), torch.ones(1, len(source)), torch.tensor([tokens]))[
+                0, -1
+            ]
+            for seen in set(tokens):
+                logits[seen] = logits[seen] / 3.0 if logits[seen] > 0 else logits[seen] * 3.0
+            tokens.append(int(logits.argmax()))
+        assert _rows(out)[row] == tokens
 
 
 # ---- sampling -------------------------------------------------------------------------------------------------

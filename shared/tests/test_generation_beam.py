@@ -37,25 +37,27 @@ def _rows(out) -> list[list[int]]:
     return [out.sequences[i, : 1 + int(n)].tolist() for i, n in enumerate(out.lengths)]
 
 
-BEAM_SETTINGS = [
-    dict(num_beams=4, length_penalty=0.6, num_return_sequences=2),
-    dict(num_beams=3, length_penalty=1.0, length_penalty_style="plain", early_stopping=False, num_return_sequences=3),
-    dict(num_beams=4, length_penalty=1.5, early_stopping=False, no_repeat_ngram_size=2, min_length=2),
-    dict(num_beams=2, length_penalty=0.0, no_repeat_ngram_size=3),
-    dict(num_beams=5, length_penalty=-0.5, early_stopping=False, num_return_sequences=2),
+BEAM_CASES = [  # (toy seed, config overrides)
+    (0, dict(num_beams=4, length_penalty=0.6, num_return_sequences=2)),
+    (5, dict(num_beams=3, length_penalty=1.0, length_penalty_style="plain", early_stopping=False)),
+    (0, dict(num_beams=4, length_penalty=1.5, early_stopping=False, no_repeat_ngram_size=2, min_length=2)),
+    (5, dict(num_beams=2, length_penalty=0.0, no_repeat_ngram_size=3)),
+    (0, dict(num_beams=5, length_penalty=-0.5, early_stopping=False, num_return_sequences=2)),
+    # Here a live beam overtakes a finished one after the row already holds num_beams hypotheses: only the exact
+    # bound of early_stopping=False (not "stop when its current score cannot win") finds it.
+    (6, dict(num_beams=3, length_penalty=2.0, length_penalty_style="plain", early_stopping=False, max_new_tokens=16)),
 ]
 
 
-@pytest.mark.parametrize("settings", BEAM_SETTINGS)
-@pytest.mark.parametrize("seed", [0, 5])
-def test_beam_matches_brute_force_reference(settings, seed) -> None:
+@pytest.mark.parametrize(("seed", "settings"), BEAM_CASES)
+def test_beam_matches_brute_force_reference(seed, settings) -> None:
     model = toy.ToySeq2Seq(seed=seed)
     ids, mask = toy.padded_batch(SOURCES)
     config = _config(**settings)
     out = generate(model, ids, mask, config)
     count = config.num_return_sequences
     for row, source in enumerate(SOURCES):
-        expected = toy.reference_beam(model, torch.tensor(source), START, config, 12)[:count]
+        expected = toy.reference_beam(model, torch.tensor(source), START, config, config.max_new_tokens)[:count]
         got = slice(row * count, (row + 1) * count)
         assert _rows(out)[got] == [tokens for _, tokens in expected]
         assert out.sequence_scores[got].tolist() == pytest.approx([score for score, _ in expected], abs=1e-4)
@@ -131,17 +133,29 @@ def test_beam_outputs_are_ranked_and_consistent() -> None:
         assert EOS not in tokens[1:n] and (tokens[n] == EOS or n == 12)  # EOS only at the end, or cut at the limit
 
 
-def test_beam_respects_min_length_and_ngram_blocking() -> None:
-    model = toy.ToySeq2Seq(seed=1)  # every beam row ends at once without min_length
+@pytest.mark.parametrize("min_length", [0, 1, 4])
+def test_beam_min_length_is_exact(min_length) -> None:
+    model = toy.ToySeq2Seq(seed=1)
+    with torch.no_grad():
+        model.lm_head.bias[EOS] += 30.0  # EOS wins whenever it is allowed
     ids, mask = toy.padded_batch(SOURCES)
-    assert generate(model, ids, mask, _config()).lengths.tolist() == [1, 1, 1, 1]
-    out = generate(model, ids, mask, _config(min_length=5, num_return_sequences=4, no_repeat_ngram_size=2))
-    for tokens in _rows(out):
-        assert len(tokens) - 1 >= 6 and EOS not in tokens[1:6]
-        bigrams = list(zip(tokens, tokens[1:]))
-        assert len(bigrams) == len(set(bigrams))
-    repeats = generate(model, ids, mask, _config(min_length=5, num_return_sequences=4))
-    assert any(len(set(zip(t, t[1:]))) < len(t) - 1 for t in _rows(repeats))  # blocking had work to do
+    out = generate(model, ids, mask, _config(min_length=min_length, num_return_sequences=2))
+    lengths = out.lengths.view(len(SOURCES), 2)
+    assert lengths[:, 0].tolist() == [min_length + 1] * len(SOURCES) and lengths.min() >= min_length + 1
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_beam_never_repeats_a_blocked_ngram(n) -> None:
+    model = toy.ToySeq2Seq(seed=0)
+    ids, mask = toy.padded_batch(SOURCES)
+
+    def repeats(tokens: list[int]) -> bool:
+        grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+        return len(grams) != len(set(grams))
+
+    assert any(repeats(t) for t in _rows(generate(model, ids, mask, _config(num_return_sequences=4))))
+    out = generate(model, ids, mask, _config(num_return_sequences=4, no_repeat_ngram_size=n))
+    assert not any(repeats(t) for t in _rows(out))
 
 
 def test_several_eos_ids_and_length_limit() -> None:

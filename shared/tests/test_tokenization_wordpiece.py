@@ -87,7 +87,12 @@ def test_long_word_becomes_unk_and_accents_are_stripped(ours):
 
 def test_pairs_and_batches_with_padding_match_hf(ours, hf):
     firsts, seconds = [a for a, _ in PAIRS], [b for _, b in PAIRS]
-    for kwargs in ({}, {"padding": True}, {"padding": "max_length", "max_length": 64}, {"pad_to_multiple_of": 8, "padding": True}):
+    for kwargs in (
+        {},
+        {"padding": True},
+        {"padding": "max_length", "max_length": 64},
+        {"pad_to_multiple_of": 8, "padding": True},
+    ):
         got = ours(firsts, seconds, return_offsets_mapping=True, return_special_tokens_mask=True, **kwargs)
         want = _hf(hf, firsts, seconds, return_offsets_mapping=True, return_special_tokens_mask=True, **kwargs)
         assert dict(got) == want, kwargs
@@ -124,7 +129,9 @@ def test_left_truncation_and_left_padding_match_hf(ours, hf):
     hf.truncation_side, hf.padding_side = "left", "left"
     try:
         got = ours(firsts, seconds, truncation=True, max_length=18, padding="max_length", return_offsets_mapping=True)
-        want = _hf(hf, firsts, seconds, truncation=True, max_length=18, padding="max_length", return_offsets_mapping=True)
+        want = _hf(
+            hf, firsts, seconds, truncation=True, max_length=18, padding="max_length", return_offsets_mapping=True
+        )
         assert dict(got) == want
     finally:
         ours.truncation_side, ours.padding_side = "right", "right"

@@ -243,3 +243,17 @@ def test_errors_name_the_problem() -> None:
             DataLoader(Blobs(), batch_size=8),
             optimizer=torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1),
         ).train()
+
+
+def test_tensorboard_scalars(tmp_path) -> None:
+    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = _config(output_dir=str(tmp_path), max_steps=3, tensorboard=True, eval_every=3)
+    Trainer(_model(), cfg, DataLoader(Blobs(), batch_size=8), eval_fn=lambda m: {"score": 0.5}).train()
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert {"train/loss", "train/lr", "train/accuracy", "eval/score"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3]
+    logged = [json.loads(line)["loss"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()[:3]]
+    assert [e.value for e in events.Scalars("train/loss")] == pytest.approx(logged)

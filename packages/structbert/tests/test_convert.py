@@ -17,8 +17,15 @@ from alicemind.structbert import (
 
 transformers = pytest.importorskip("transformers")
 
-TINY = dict(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-            max_position_embeddings=40, type_vocab_size=2)
+TINY = dict(
+    vocab_size=120,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    max_position_embeddings=40,
+    type_vocab_size=2,
+)
 
 
 def release_state_dict(seed=0, layers=2, hidden=32, ffn=64, vocab=120, positions=40):
@@ -56,8 +63,10 @@ def release_state_dict(seed=0, layers=2, hidden=32, ffn=64, vocab=120, positions
 
 
 def hf_names(sd):
-    return {k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias"): v
-            for k, v in sd.items()}
+    return {
+        k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias"): v
+        for k, v in sd.items()
+    }
 
 
 def write_config(folder, **extra):
@@ -108,8 +117,14 @@ def test_config_inferred_from_shapes_when_no_config_file(tmp_path, caplog):
 
 def test_fine_tuned_multi_task_release_file(tmp_path):
     sd = {"bert." + k: v for k, v in release_state_dict().items()}
-    sd.update({"classifier.0.weight": torch.randn(3, 32), "classifier.0.bias": torch.randn(3),
-               "classifier.1.weight": torch.randn(1, 32), "classifier.1.bias": torch.randn(1)})
+    sd.update(
+        {
+            "classifier.0.weight": torch.randn(3, 32),
+            "classifier.0.bias": torch.randn(3),
+            "classifier.1.weight": torch.randn(1, 32),
+            "classifier.1.bias": torch.randn(1),
+        }
+    )
     write_config(tmp_path)
     torch.save(sd, tmp_path / "en_model")
     model = StructBertForSequenceClassification.from_pretrained(tmp_path / "en_model")
@@ -125,16 +140,18 @@ def test_fine_tuned_multi_task_release_file(tmp_path):
 def test_sofa_folder_with_pretraining_heads(tmp_path):
     sd = {"bert." + k: v for k, v in hf_names(release_state_dict()).items()}
     sd["bert.embeddings.position_ids"] = torch.arange(40)[None]
-    sd.update({
-        "cls.predictions.transform.dense.weight": torch.randn(32, 32),
-        "cls.predictions.transform.dense.bias": torch.randn(32),
-        "cls.predictions.transform.LayerNorm.weight": torch.randn(32),
-        "cls.predictions.transform.LayerNorm.bias": torch.randn(32),
-        "cls.predictions.bias": torch.randn(120),
-        "cls.predictions.decoder.weight": sd["bert.embeddings.word_embeddings.weight"],
-        "cls.seq_relationship.weight": torch.randn(3, 32),
-        "cls.seq_relationship.bias": torch.randn(3),
-    })
+    sd.update(
+        {
+            "cls.predictions.transform.dense.weight": torch.randn(32, 32),
+            "cls.predictions.transform.dense.bias": torch.randn(32),
+            "cls.predictions.transform.LayerNorm.weight": torch.randn(32),
+            "cls.predictions.transform.LayerNorm.bias": torch.randn(32),
+            "cls.predictions.bias": torch.randn(120),
+            "cls.predictions.decoder.weight": sd["bert.embeddings.word_embeddings.weight"],
+            "cls.seq_relationship.weight": torch.randn(3, 32),
+            "cls.seq_relationship.bias": torch.randn(3),
+        }
+    )
     folder = tmp_path / "english_sbert-large-std-512"
     write_config(folder, model_type="sbert", adv_grad_factor=5e-5, sigma=5e-6, adv_bound=1e-5, layer_norm_eps=1e-12)
     torch.save(sd, folder / "pytorch_model.bin")

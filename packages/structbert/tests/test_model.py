@@ -51,7 +51,9 @@ def _minilm_path():
 
 
 def tiny_config(**kw) -> StructBertConfig:
-    return StructBertConfig.from_preset("structbert.tiny", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **kw)
+    return StructBertConfig.from_preset(
+        "structbert.tiny", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **kw
+    )
 
 
 def _batch(config, batch=3, length=12, seed=0):
@@ -125,8 +127,14 @@ def test_head_models_round_trip_through_hugging_face_heads(tmp_path):
 
 def test_pretraining_head_matches_hugging_face_bert_for_pretraining(tmp_path):
     torch.manual_seed(0)
-    cfg = transformers.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                  intermediate_size=64, max_position_embeddings=64)
+    cfg = transformers.BertConfig(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     hf = transformers.BertForPreTraining(cfg).eval()
     hf.save_pretrained(tmp_path)
     # HF's NSP head is 2-way; StructBERT's sentence head is 3-way, so load into a 2-class model explicitly.
@@ -162,8 +170,10 @@ def test_every_class_saves_and_reloads_identically(model_cls, tmp_path):
         a, b = model(**batch), back(**batch)
     flat_a = a.last_hidden_state if model_cls is StructBertModel else a.logits
     flat_b = b.last_hidden_state if model_cls is StructBertModel else b.logits
-    for x, y in zip(flat_a if isinstance(flat_a, (list, tuple)) else [flat_a],
-                    flat_b if isinstance(flat_b, (list, tuple)) else [flat_b]):
+    for x, y in zip(
+        flat_a if isinstance(flat_a, (list, tuple)) else [flat_a],
+        flat_b if isinstance(flat_b, (list, tuple)) else [flat_b],
+    ):
         assert torch.equal(x, y)
 
 
@@ -192,8 +202,10 @@ def test_single_task_regression_and_heads_losses():
     qa = StructBertForQuestionAnswering(tiny_config()).eval()
     out = qa(**batch, start_positions=torch.tensor([1, 2, 99]), end_positions=torch.tensor([3, 4, 99]))
     start, end = out.logits
-    ref = (torch.nn.functional.cross_entropy(start[:2], torch.tensor([1, 2]))
-           + torch.nn.functional.cross_entropy(end[:2], torch.tensor([3, 4]))) / 2
+    ref = (
+        torch.nn.functional.cross_entropy(start[:2], torch.tensor([1, 2]))
+        + torch.nn.functional.cross_entropy(end[:2], torch.tensor([3, 4]))
+    ) / 2
     torch.testing.assert_close(out.loss, ref)  # the out-of-range row is ignored
     tok = StructBertForTokenClassification(tiny_config(num_labels=4)).eval()
     labels = torch.full(batch["input_ids"].shape, -100)

@@ -165,7 +165,19 @@ def fisher_information(
     if num_batches is None:
         for f in fisher.values():
             f.div_(seen)
+    _average_over_ranks(fisher)
     return fisher
+
+
+def _average_over_ranks(fisher: Mapping[str, torch.Tensor]) -> None:
+    # Under torch.distributed each rank saw its own shard: averaging F gives every rank the same mask, which DDP
+    # needs (different masks on the same all-reduced gradient would make the replicas drift apart).
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    for f in fisher.values():
+        dist.all_reduce(f, op=dist.ReduceOp.SUM)
+        f.div_(dist.get_world_size())
 
 
 def select_top_p(fisher: Mapping[str, torch.Tensor], reserve_p: float) -> dict[str, torch.Tensor]:
@@ -192,7 +204,8 @@ def compute_fisher_mask(
     gradient clipped on its own to L2 norm ``max_grad_norm`` (None or <= 0: no clip), then F += g^2 / N
     (N = number of batches). One global threshold, numpy's ``percentile(F, (1 - p) * 100)`` with linear
     interpolation (see ``global_percentile_threshold``), and mask = F >= threshold (ties may keep a little more
-    than p). F is kept in float32 on the parameters' device (one float per selected entry).
+    than p). F is kept in float32 on the parameters' device (one float per selected entry). Under
+    torch.distributed, F is averaged over the ranks (each seeing its shard), so every rank gets the same mask.
 
     Args:
         model: any module; its previous train/eval mode is restored and its gradients zeroed afterwards.

@@ -219,12 +219,16 @@ def read_sofa_folder(path: Path, **overrides: Any) -> LoadedCheckpoint:
 _PRESUMM_SPECIALS = {"roberta": (1, 0, 2), "bert": (0, 1, 2), "zh_bert": (0, 2, 3)}
 
 
-def presumm_config(opt: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor]) -> dict:
-    """Our config fields from ``checkpoint['opt']`` and the tensor shapes.
+def presumm_config(
+    opt: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor], encoder_config: Mapping[str, Any] | None = None
+) -> dict:
+    """Our config fields from ``checkpoint['opt']``, the tensor shapes and the encoder's ``config.json``.
 
     ``dec_heads`` is not stored in ``opt`` by the original code (it silently used the CLI default), so 8 is used
-    unless ``opt`` has it. The encoder's head count is not stored either: hidden_size // 64 (BERT convention).
+    unless ``opt`` has it. The encoder's head count, activation and LN eps come from ``encoder_config`` (the
+    release ships ``roberta-base/config.json`` beside the checkpoint); without it: hidden_size // 64 heads.
     """
+    enc = dict(encoder_config or {})
     encoder = str(opt.get("encoder", "roberta"))
     if encoder not in _PRESUMM_SPECIALS:
         raise ValueError(f"PALM EN checkpoint with opt.encoder={encoder!r}; supported: {sorted(_PRESUMM_SPECIALS)}")
@@ -232,16 +236,18 @@ def presumm_config(opt: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor
     words = state_dict["bert.model.embeddings.word_embeddings.weight"]
     dec_ff = state_dict["decoder.transformer_layers.0.feed_forward.w_1.weight"]
     roberta = encoder == "roberta"
+    hidden = int(words.shape[1])
     return dict(
         architecture="presumm-en",
         vocab_size=int(words.shape[0]),
-        hidden_size=int(words.shape[1]),
+        hidden_size=hidden,
         num_hidden_layers=_layer_count(state_dict, _ENC),
-        num_attention_heads=int(words.shape[1]) // 64,
+        num_attention_heads=int(enc.get("num_attention_heads", max(1, hidden // 64))),
+        hidden_act=str(enc.get("hidden_act", "gelu")),
         intermediate_size=int(state_dict["bert.model.encoder.layer.0.intermediate.dense.weight"].shape[0]),
         max_position_embeddings=int(state_dict["bert.model.embeddings.position_embeddings.weight"].shape[0]),
         type_vocab_size=int(state_dict["bert.model.embeddings.token_type_embeddings.weight"].shape[0]),
-        layer_norm_eps=1e-5 if roberta else 1e-12,
+        layer_norm_eps=float(enc.get("layer_norm_eps", 1e-5 if roberta else 1e-12)),
         pre_ln=False,
         position_offset=pad + 1 if roberta else 0,
         initializer_range=0.02,
@@ -276,7 +282,11 @@ def read_presumm_file(path: Path, **overrides: Any) -> LoadedCheckpoint:
     state_dict, opt = obj["model"], obj.get("opt") or {}
     if not isinstance(opt, dict):
         raise CheckpointMismatchError(f"{path}: checkpoint['opt'] is a {type(opt).__name__}, expected a Namespace")
-    config = PalmConfig.from_dict(presumm_config(opt, state_dict), **overrides)
+    encoder_json = path.parent / "roberta-base" / CONFIG_NAME
+    encoder_config = json.loads(encoder_json.read_text()) if encoder_json.is_file() else None
+    if encoder_config is None:
+        logger.warning("%s not found: encoder heads default to hidden_size // 64", encoder_json)
+    config = PalmConfig.from_dict(presumm_config(opt, state_dict, encoder_config), **overrides)
     return LoadedCheckpoint(config, presumm_state_dict_to_ours(state_dict), "presumm-palm", ignore_unexpected=HEAD_KEYS)
 
 

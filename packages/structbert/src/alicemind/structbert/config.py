@@ -48,17 +48,27 @@ class StructBertConfig(ModelConfig):
 _BASE = dict(hidden_act="gelu", max_position_embeddings=512, type_vocab_size=2, initializer_range=0.02)
 for _name, _values in {
     # Released: StructBERT/config/large_bert_config.json and ch_large_bert_config.json.
-    "structbert.en.large": dict(vocab_size=30522, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-                                intermediate_size=4096),
-    "structbert.ch.large": dict(vocab_size=21128, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-                                intermediate_size=4096),
+    "structbert.en.large": dict(
+        vocab_size=30522, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096
+    ),
+    "structbert.ch.large": dict(
+        vocab_size=21128, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096
+    ),
     # Not released; BERT-base shape for experiments and laptop-scale pre-training.
-    "structbert.en.base": dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                               intermediate_size=3072),
-    "structbert.ch.base": dict(vocab_size=21128, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                               intermediate_size=3072),
+    "structbert.en.base": dict(
+        vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072
+    ),
+    "structbert.ch.base": dict(
+        vocab_size=21128, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072
+    ),
     # Test-sized.
-    "structbert.tiny": dict(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                            intermediate_size=128, max_position_embeddings=128),
+    "structbert.tiny": dict(
+        vocab_size=1000,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=128,
+    ),
 }.items():
     register_preset("structbert", _name, {**_BASE, **_values})

@@ -164,7 +164,9 @@ def _read_config(path: Path, config: Any, state: dict, overrides: dict) -> Struc
 
 
 def _classifier_sizes(state: dict[str, torch.Tensor]) -> tuple[list[int] | None, int | None]:
-    multi = sorted((int(m.group(1)), v.shape[0]) for k, v in state.items() if (m := re.match(r"^classifier\.(\d+)\.weight$", k)))
+    multi = sorted(
+        (int(m.group(1)), v.shape[0]) for k, v in state.items() if (m := re.match(r"^classifier\.(\d+)\.weight$", k))
+    )
     single = state.get("classifier.weight")
     return ([n for _, n in multi] or None), (single.shape[0] if single is not None else None)
 

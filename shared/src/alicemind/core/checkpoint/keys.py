@@ -129,9 +129,7 @@ def load_into_model(
     if mismatched:
         problems.append(f"{len(mismatched)} shape mismatch(es): {format_keys(mismatched)}")
     if problems:
-        raise CheckpointMismatchError(
-            f"state dict does not fit {type(model).__name__}: " + "; ".join(problems)
-        )
+        raise CheckpointMismatchError(f"state dict does not fit {type(model).__name__}: " + "; ".join(problems))
 
     to_load = {k: v for k, v in state_dict.items() if k in expected}
     result = model.load_state_dict(to_load, strict=False)

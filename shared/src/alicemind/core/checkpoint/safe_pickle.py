@@ -131,7 +131,7 @@ def _allowed_globals() -> dict[str, Any]:
         "builtins.str": str,
         "builtins.tuple": tuple,
         # Protocol-2 pickles written by Python 3 store bytes as _codecs.encode(str, "latin1").
-        "_codecs.encode": codecs.encode,
+        "_codecs.encode": _latin1_encode,
         "copyreg._reconstructor": _safe_reconstructor,
         "torch.Size": torch.Size,
         "torch.device": torch.device,
@@ -150,6 +150,13 @@ def _allowed_globals() -> dict[str, Any]:
             allowed[f"torch.{name}"] = value
     allowed.update(_numpy_globals())
     return allowed
+
+
+def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
+    # Only the text encodings pickle itself uses; no arbitrary codec lookups from file content.
+    if encoding.lower().replace("-", "").replace("_", "") not in ("latin1", "iso88591", "utf8"):
+        raise UnsafeCheckpointError(f"refusing _codecs.encode with encoding {encoding!r}")
+    return codecs.encode(text, encoding)
 
 
 _ALLOWED: dict[str, Any] | None = None
@@ -176,7 +183,9 @@ def _resolve(module: str, name: str, source: str, placeholders: tuple[str, ...])
     )
 
 
-def restricted_pickle_module(source: str | os.PathLike[str], allow_placeholders: Iterable[str] = ()) -> types.ModuleType:
+def restricted_pickle_module(
+    source: str | os.PathLike[str], allow_placeholders: Iterable[str] = ()
+) -> types.ModuleType:
     """Build a pickle-compatible module (``Unpickler`` and ``load``) whose unpickler only resolves allow-listed globals.
 
     It is passed to ``torch.load(..., pickle_module=...)`` so that torch still rebuilds storages, while every global

@@ -140,7 +140,9 @@ def _parse_entry(name: str, buf: bytes, source: str) -> TFTensorInfo:
         elif field == 6:
             fields["crc32c"] = value
         elif field == 7:
-            raise CheckpointError(f"{source}: tensor {name!r} is stored in slices (partitioned variable); not supported")
+            raise CheckpointError(
+                f"{source}: tensor {name!r} is stored in slices (partitioned variable); not supported"
+            )
     return TFTensorInfo(name=name, **fields)
 
 
@@ -173,7 +175,9 @@ class _Table:
         if masked_crc32c(block + bytes([kind])) != stored_crc:
             raise CorruptCheckpointError(f"{self.source}: checksum mismatch in block at offset {offset}")
         if kind != 0:
-            raise CorruptCheckpointError(f"{self.source}: compressed table block (type {kind}); only uncompressed supported")
+            raise CorruptCheckpointError(
+                f"{self.source}: compressed table block (type {kind}); only uncompressed supported"
+            )
         return block
 
     def _entries(self, block: bytes) -> Iterator[tuple[bytes, bytes]]:
@@ -280,7 +284,9 @@ def load_tf_checkpoint(prefix: str | os.PathLike[str], *, verify_crc: bool = Fal
             f.seek(info.offset)
             raw = f.read(info.size)
             if len(raw) != info.size:
-                raise CorruptCheckpointError(f"{prefix}: data for {name!r} is truncated ({len(raw)} of {info.size} bytes)")
+                raise CorruptCheckpointError(
+                    f"{prefix}: data for {name!r} is truncated ({len(raw)} of {info.size} bytes)"
+                )
             if verify_crc and masked_crc32c(raw) != info.crc32c:
                 raise CorruptCheckpointError(f"{prefix}: checksum mismatch in the data of {name!r}")
             array = np.frombuffer(raw, dtype=dtype).astype(dtype.newbyteorder("="))

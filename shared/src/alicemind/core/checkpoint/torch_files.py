@@ -45,10 +45,10 @@ def detect_format(path: str | os.PathLike[str]) -> str:
             return "safetensors"
     if head.startswith(b"PK\x03\x04"):
         return "torch-zip"
-    if head[:1] == b"\x80" and len(head) >= 2:
-        # Protocol >= 2 pickle. torch's legacy format opens with the magic number as LONG1 (opcode 0x8a, 10 bytes).
-        magic_prefix = b"\x80\x02\x8a\x0a" + _LEGACY_MAGIC.to_bytes(10, "little")
-        if head.startswith(magic_prefix):
+    if head[:1] == b"\x80":
+        # Protocol >= 2 pickle. torch's legacy format opens with a pickled magic number (LONG1: opcode 0x8a, 10
+        # bytes); with protocol >= 4 a FRAME header comes first, so look for it near the start.
+        if b"\x8a\x0a" + _LEGACY_MAGIC.to_bytes(10, "little") in head[:24]:
             return "torch-legacy"
         return "pickle"
     raise CorruptCheckpointError(

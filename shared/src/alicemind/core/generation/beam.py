@@ -22,8 +22,8 @@ class _Hypotheses:
     hold -inf and the bare prompt.
     """
 
-    def __init__(self, prompt_rows: Tensor, width: int, num_beams: int, dtype: torch.dtype, config: GenerationConfig):
-        batch = prompt_rows.shape[0]
+    def __init__(self, prompt_rows: Tensor, num_beams: int, dtype: torch.dtype, config: GenerationConfig) -> None:
+        batch, width = prompt_rows.shape
         device = prompt_rows.device
         self.config = config
         self.scores = torch.full((batch, num_beams), NEG_INF, dtype=dtype, device=device)
@@ -55,7 +55,7 @@ class _Hypotheses:
         if self.config.early_stopping:
             return full | exhausted
         # A live sum can only fall, so its best final score uses the largest penalty divisor it can still reach.
-        divisor = self._lp(length + 1)
+        divisor = max(self._lp(length + 1), self._lp(max_new_tokens))
         bound = live_sums.max(dim=1).values / divisor
         return (full & (bound <= scores.min(dim=1).values)) | exhausted
 
@@ -112,7 +112,7 @@ def beam_search(
         logprobs, allowed = step_scores(logits, history, config, step)
         logprobs = logprobs.masked_fill(torch.isneginf(allowed), NEG_INF)
         if hyps is None or beam_sums is None:
-            hyps = _Hypotheses(history_rows[::beams], width, beams, logprobs.dtype, config)
+            hyps = _Hypotheses(history_rows[::beams], beams, logprobs.dtype, config)
             # All beams start identical: only the first may expand, or the top-k would hold duplicates.
             beam_sums = torch.zeros(batch, beams, dtype=logprobs.dtype, device=device)
             beam_sums[:, 1:] = NEG_INF

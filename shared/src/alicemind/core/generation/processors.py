@@ -115,5 +115,7 @@ def step_scores(
     if generated < config.min_length:
         allowed = ban_tokens(allowed, config.eos_ids)
     if config.no_repeat_ngram_size > 0 and history is not None:
-        allowed = allowed.masked_fill(no_repeat_ngram_mask(history, config.no_repeat_ngram_size, logits.shape[-1]), NEG_INF)
+        allowed = allowed.masked_fill(
+            no_repeat_ngram_mask(history, config.no_repeat_ngram_size, logits.shape[-1]), NEG_INF
+        )
     return logprobs, allowed

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any
 
 import tokenizers
 from tokenizers import AddedToken
 
 from alicemind.core.tokenization.base import BaseTokenizer
 from alicemind.core.tokenization.encoding import RawEncoding
+
+if TYPE_CHECKING:  # typing.Self is Python 3.11+; annotations are strings here
+    from typing import Self
 
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -23,8 +26,9 @@ def _id_list(ids: Sequence[int] | Any) -> list[int]:
 class Tokenizer(BaseTokenizer):
     """Wraps a `tokenizers.Tokenizer`; subclasses build the backend from native vocabulary files.
 
-    Special tokens must already be in the backend's vocabulary (they are registered as special so text never
-    splits them); a missing one raises instead of silently growing the vocabulary past the embedding matrix.
+    The backend is configured in place: its own truncation/padding are switched off (this class applies them
+    per call) and the special tokens are registered as special so text never splits them. They must already be
+    in its vocabulary; a missing one raises instead of silently growing the vocabulary past the embeddings.
     """
 
     def __init__(
@@ -87,8 +91,9 @@ class Tokenizer(BaseTokenizer):
         if with_offsets:
             encodings = self._backend.encode_batch(texts, add_special_tokens=False)
             return [(enc.ids, enc.offsets) for enc in encodings]
-        # encode_batch_fast skips offset tracking, which is measurably faster on large batches.
-        return [(enc.ids, None) for enc in self._backend.encode_batch_fast(texts, add_special_tokens=False)]
+        # encode_batch_fast (tokenizers >= 0.21) skips offset tracking, which is faster on large batches.
+        encode = getattr(self._backend, "encode_batch_fast", self._backend.encode_batch)
+        return [(enc.ids, None) for enc in encode(texts, add_special_tokens=False)]
 
     def _token_to_id(self, token: str) -> int | None:
         return self._backend.token_to_id(token)

@@ -7,7 +7,7 @@ import abc
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from alicemind.core.tokenization.encoding import (
     BatchEncoding,
@@ -21,6 +21,9 @@ from alicemind.core.tokenization.encoding import (
     resolve_truncation,
     to_tensors,
 )
+
+if TYPE_CHECKING:  # typing.Self is Python 3.11+; annotations are strings here
+    from typing import Self
 
 SPECIAL_ROLES = ("unk", "pad", "cls", "sep", "mask", "bos", "eos")
 CONFIG_FILE = "tokenizer_config.json"
@@ -212,9 +215,8 @@ class BaseTokenizer(abc.ABC):
 
     def create_token_type_ids_from_sequences(self, ids_a: list[int], ids_b: list[int] | None = None) -> list[int]:
         """Token types matching `build_inputs_with_special_tokens`."""
-        n_special = self.num_special_tokens_to_add(ids_b is not None)
         if ids_b is None:
-            return [0] * (len(ids_a) + n_special)
+            return [0] * (len(ids_a) + self.num_special_tokens_to_add())
         prefix, middle, suffix = self._template()
         first = len(prefix) + len(ids_a) + len(middle)
         return [0] * first + [self.pair_type_id] * (len(ids_b) + len(suffix))

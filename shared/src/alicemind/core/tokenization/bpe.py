@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import tokenizers
 from tokenizers import AddedToken, decoders, pre_tokenizers, processors
 
 from alicemind.core.tokenization.backend import Tokenizer
+
+if TYPE_CHECKING:  # typing.Self is Python 3.11+; annotations are strings here
+    from typing import Self
 
 VOCAB_FILE = "vocab.json"
 MERGES_FILE = "merges.txt"

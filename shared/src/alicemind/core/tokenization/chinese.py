@@ -41,6 +41,24 @@ def split_chinese_chars(text: str) -> str:
     return _CJK_RE.sub(r" \1 ", text)
 
 
+_BASE_DICTIONARY: tuple[dict[str, int], int] | None = None  # jieba's default prefix dictionary and total count
+_BASE_LOCK = threading.Lock()
+
+
+def _base_dictionary() -> tuple[dict[str, int], int]:
+    """Load jieba's default dictionary once per process: it takes seconds, and every segmenter starts from it."""
+    global _BASE_DICTIONARY
+    with _BASE_LOCK:
+        if _BASE_DICTIONARY is None:
+            import jieba  # imported lazily: only Chinese pipelines need it
+
+            jieba.setLogLevel(logging.WARNING)  # jieba prints "Building prefix dict..." at DEBUG
+            tokenizer = jieba.Tokenizer()
+            tokenizer.initialize()
+            _BASE_DICTIONARY = (tokenizer.FREQ, tokenizer.total)
+        return _BASE_DICTIONARY
+
+
 class JiebaSegmenter:
     """jieba word segmentation on a private `jieba.Tokenizer`, built on first use with jieba's logging silenced.
 
@@ -49,6 +67,8 @@ class JiebaSegmenter:
 
     def __init__(self, user_dict: str | Path | Iterable[str] | None = None, *, hmm: bool = True) -> None:
         self._user_dict = user_dict if user_dict is None or isinstance(user_dict, str | Path) else list(user_dict)
+        if isinstance(self._user_dict, str | Path) and not Path(self._user_dict).is_file():
+            raise FileNotFoundError(f"jieba user dictionary not found: {self._user_dict}")
         self.hmm = hmm
         self._tokenizer: Any = None
         self._lock = threading.Lock()
@@ -57,16 +77,17 @@ class JiebaSegmenter:
         if self._tokenizer is None:
             with self._lock:
                 if self._tokenizer is None:
-                    import jieba  # imported lazily: loading its dictionary costs about a second
+                    import jieba
 
-                    jieba.setLogLevel(logging.WARNING)  # jieba prints "Building prefix dict..." at DEBUG
+                    freq, total = _base_dictionary()
                     tokenizer = jieba.Tokenizer()
-                    tokenizer.initialize()
+                    # Start from the shared default dictionary instead of re-reading it; copy it only when a user
+                    # dictionary will add words to it.
+                    tokenizer.FREQ = freq if self._user_dict is None else dict(freq)
+                    tokenizer.total = total
+                    tokenizer.initialized = True
                     if isinstance(self._user_dict, str | Path):
-                        path = Path(self._user_dict)
-                        if not path.is_file():
-                            raise FileNotFoundError(f"jieba user dictionary not found: {path}")
-                        tokenizer.load_userdict(str(path))
+                        tokenizer.load_userdict(str(self._user_dict))
                     elif self._user_dict is not None:
                         for word in self._user_dict:
                             tokenizer.add_word(word)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import sentencepiece as spm
@@ -13,19 +13,36 @@ import sentencepiece as spm
 from alicemind.core.tokenization.base import BaseTokenizer
 from alicemind.core.tokenization.encoding import RawEncoding
 
+if TYPE_CHECKING:  # typing.Self is Python 3.11+; annotations are strings here
+    from typing import Self
+
 MODEL_FILE = "sentencepiece.bpe.model"  # XLM-R's and VECO's file name, whatever the model type inside
 FAIRSEQ_SPECIALS = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
 FAIRSEQ_OFFSET = 1  # fairseq's dictionary puts <s> <pad> </s> <unk> first, so spm piece i becomes id i + 1
 
 
+# Characters Python calls whitespace below U+3001 (SentencePiece's NFKC folds them all into spaces).
+_WHITESPACE = np.asarray([c for c in range(0x3001) if chr(c).isspace()], dtype=np.uint32)
+
+
 def _char_offsets(text: str, begins: np.ndarray, ends: np.ndarray) -> list[tuple[int, int]]:
-    """SentencePiece reports UTF-8 byte offsets; convert them to character offsets of `text`."""
-    if text.isascii():
-        return list(zip(begins.tolist(), ends.tolist()))
+    """Character offsets of pieces from SentencePiece's UTF-8 byte offsets, in Hugging Face's convention: a
+    piece's leading whitespace (its "▁") is left out, and a whitespace-only piece points at the character after
+    it (the word its "▁" belongs to)."""
     codepoints = np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
-    widths = 1 + (codepoints >= 0x80) + (codepoints >= 0x800) + (codepoints >= 0x10000)
-    char_starts = np.concatenate([[0], np.cumsum(widths)])
-    return list(zip(np.searchsorted(char_starts, begins).tolist(), np.searchsorted(char_starts, ends).tolist()))
+    if text.isascii():
+        begins_c, ends_c = begins, ends
+    else:
+        widths = 1 + (codepoints >= 0x80) + (codepoints >= 0x800) + (codepoints >= 0x10000)
+        char_starts = np.concatenate([[0], np.cumsum(widths)])
+        begins_c, ends_c = np.searchsorted(char_starts, begins), np.searchsorted(char_starts, ends)
+    # next_word[i]: the first non-whitespace character at or after i (len(text) if none).
+    solid = np.flatnonzero(~np.isin(codepoints, _WHITESPACE))
+    positions = np.searchsorted(solid, np.arange(len(text) + 1))
+    next_word = np.append(solid, len(text))[positions]
+    starts = next_word[begins_c]
+    ends = np.where(starts < ends_c, ends_c, np.minimum(starts + 1, len(text)))
+    return list(zip(starts.tolist(), ends.tolist()))
 
 
 class SentencePieceTokenizer(BaseTokenizer):
@@ -158,25 +175,29 @@ class SentencePieceTokenizer(BaseTokenizer):
 
     def tokenize(self, text: str) -> list[str]:
         """The pieces of `text` (special-token strings kept whole), without added special tokens."""
-        ((ids, _),) = self._encode_raw([text], with_offsets=False)
+        ids = self._encode_raw([text], with_offsets=False)[0][0]
         return self.convert_ids_to_tokens(ids)  # type: ignore[return-value]
 
     def decode(self, ids: Sequence[int] | Any, skip_special_tokens: bool = True) -> str:
-        """Ids -> text. Kept special tokens are joined to the decoded text runs with single spaces."""
+        """Ids -> text. Kept special tokens are written as-is, glued to the text around them (as HF does)."""
         ids = np.asarray(ids.tolist() if hasattr(ids, "tolist") else list(ids), dtype=np.int64).reshape(-1)
         special = np.isin(ids, np.asarray(list(self._fixed_by_id), dtype=np.int64))
         if skip_special_tokens:
             return self._sp.decode((ids[~special] - FAIRSEQ_OFFSET).tolist())
         parts: list[str] = []
-        boundaries = np.flatnonzero(np.diff(special.astype(np.int8))) + 1
-        for run in np.split(ids, boundaries):
+        for run in np.split(ids, np.flatnonzero(np.diff(special.astype(np.int8))) + 1):
             if run.size == 0:
                 continue
-            if run[0] in self._fixed_by_id:
+            if int(run[0]) in self._fixed_by_id:
                 parts.extend(self._fixed_by_id[int(i)] for i in run)
-            else:
-                parts.append(self._sp.decode((run - FAIRSEQ_OFFSET).tolist()))
-        return " ".join(p for p in parts if p)
+                continue
+            spm_ids = (run - FAIRSEQ_OFFSET).tolist()
+            text = self._sp.decode(spm_ids)
+            # spm drops a run's leading "▁"; after a special token that space is real.
+            if parts and self._sp.id_to_piece(spm_ids[0]).startswith("\u2581"):
+                text = " " + text
+            parts.append(text)
+        return "".join(parts)
 
     # ----- files --------------------------------------------------------------------------------------------
     def _save_files(self, directory: Path) -> list[Path]:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import tokenizers
 from tokenizers import decoders, normalizers, pre_tokenizers
 
 from alicemind.core.tokenization.backend import Tokenizer
+
+if TYPE_CHECKING:  # typing.Self is Python 3.11+; annotations are strings here
+    from typing import Self
 
 VOCAB_FILE = "vocab.txt"
 

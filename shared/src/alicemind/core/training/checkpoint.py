@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
+from alicemind.core.checkpoint import load_safetensors, save_safetensors
 from alicemind.core.training.config import TrainState
 
 MODEL_FILE = "model.safetensors"
@@ -42,13 +42,13 @@ def _save_torch(obj: Any, path: Path) -> None:
 
 
 def save_model_weights(model: nn.Module, path: Path) -> None:
-    """Model weights as safetensors; tied parameters are stored once (safetensors forbids aliased tensors)."""
-    save_model(model, str(path))
+    """``model.state_dict()`` as safetensors; tied parameters are stored once and restored as aliases."""
+    save_safetensors(model.state_dict(), path)
 
 
 def load_model_weights(model: nn.Module, path: Path, device: torch.device | str = "cpu") -> None:
-    """Load weights written by :func:`save_model_weights`; missing or unexpected keys raise."""
-    load_model(model, str(path), strict=True, device=str(device))
+    """Load weights written by :func:`save_model_weights` in place; missing or unexpected keys raise."""
+    model.load_state_dict(load_safetensors(path, device=str(device)), strict=True)
 
 
 def rng_state() -> dict[str, torch.Tensor]:
@@ -104,9 +104,7 @@ def begin(final: Path) -> Path:
 
 def write_rng(tmp: Path, rank: int) -> None:
     """This rank's RNG states into the checkpoint being assembled."""
-    path = tmp / f"rng_state_{rank}.safetensors"
-    save_file(rng_state(), str(path))
-    _fsync(path)
+    save_safetensors(rng_state(), tmp / f"rng_state_{rank}.safetensors")
 
 
 def write_main(
@@ -125,8 +123,9 @@ def write_main(
     if scaler is not None:
         _save_torch(scaler.state_dict(), tmp / "scaler.pt")
     state.save(tmp / STATE_FILE)
-    for f in tmp.iterdir():
-        _fsync(f)
+    for name in ("optimizer.pt", "scheduler.pt", "scaler.pt", STATE_FILE):  # safetensors files sync themselves
+        if (tmp / name).is_file():
+            _fsync(tmp / name)
 
 
 def commit(tmp: Path, final: Path) -> None:
@@ -171,7 +170,18 @@ def prune(output_dir: Path, keep_last_n: int | None) -> None:
     if keep_last_n is None:
         return
     for _, path in list_checkpoints(output_dir)[:-keep_last_n]:
-        shutil.rmtree(path, ignore_errors=True)
+        # Renamed out of the checkpoint namespace first, so a crash mid-delete leaves no half checkpoint behind.
+        doomed = path.parent / f"{_TMP_PREFIX}old-{path.name}"
+        os.replace(path, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+
+
+def remove_stale(output_dir: Path) -> None:
+    """Delete temporary directories a crashed save or prune left in ``output_dir``."""
+    if output_dir.is_dir():
+        for child in output_dir.iterdir():
+            if child.name.startswith(_TMP_PREFIX) and child.is_dir():
+                shutil.rmtree(child, ignore_errors=True)
 
 
 def load_torch(path: Path, device: torch.device | str) -> Any:
@@ -182,4 +192,4 @@ def load_torch(path: Path, device: torch.device | str) -> Any:
 def read_rng(ckpt: Path, rank: int) -> dict[str, torch.Tensor] | None:
     """This rank's saved RNG states, or None when the checkpoint has none for it (e.g. more ranks than before)."""
     path = ckpt / f"rng_state_{rank}.safetensors"
-    return load_file(str(path)) if path.is_file() else None
+    return load_safetensors(path) if path.is_file() else None

@@ -18,7 +18,8 @@ class TrainingConfig:
     Give exactly one of ``max_steps`` (optimizer updates) or ``num_epochs``; at most one of ``warmup_steps`` and
     ``warmup_ratio``. ``precision="auto"`` picks bf16/fp16 on devices that run them natively and fp32 elsewhere.
     ``resume``: "auto" continues from the latest complete checkpoint in ``output_dir`` (if any), a path continues
-    from that checkpoint, None starts fresh. Steps-based intervals (log/eval/save) of 0 or None are off.
+    from that checkpoint, None starts fresh. Step intervals (log/eval/save) of 0 or None are off; the last step is
+    always logged, evaluated (with an ``eval_fn``) and checkpointed (with an ``output_dir``).
     """
 
     output_dir: str | None = None

@@ -62,10 +62,17 @@ def shard_for_ranks(loader: DataLoader, info: DistInfo, seed: int) -> DataLoader
         return loader
     batch_sampler = loader.batch_sampler
     if type(batch_sampler) is not BatchSampler:
-        warnings.warn(
-            "custom batch sampler under torch.distributed: it is used as is, so it must split the data by rank",
-            stacklevel=3,
-        )
+        replicas = getattr(batch_sampler, "num_replicas", None)
+        if replicas is None:
+            warnings.warn(
+                "custom batch sampler under torch.distributed: it is used as is, so it must split the data by rank",
+                stacklevel=3,
+            )
+        elif replicas != info.world_size or getattr(batch_sampler, "rank", info.rank) != info.rank:
+            raise ValueError(
+                f"the batch sampler is set up for num_replicas={replicas}, rank={getattr(batch_sampler, 'rank', None)} "
+                f"but this process is rank {info.rank} of {info.world_size}"
+            )
         return loader
     sampler = batch_sampler.sampler
     if isinstance(sampler, DistributedSampler):

@@ -199,6 +199,8 @@ class Trainer:
     # ----------------------------------------------------------------------------------------------- the loop
     def train(self) -> TrainState:
         """Run (or continue) training to ``max_steps`` and return the final state."""
+        if self.output_dir is not None and self.dist.is_main:
+            ckpt.remove_stale(self.output_dir)
         rng = self._resume()
         self._logger = MetricsLogger(
             self.output_dir,
@@ -291,7 +293,8 @@ class Trainer:
             grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
         for cb in self.callbacks:
             cb.before_optimizer_step(self)
-        lr = self.optimizer.param_groups[0]["lr"]
+        # The largest group LR is the schedule's value (lower layers may run at a decayed fraction of it).
+        lr = max(group["lr"] for group in self.optimizer.param_groups)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
