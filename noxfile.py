@@ -1,10 +1,10 @@
 """Every developer task is a nox session: tests, isolation, lint, demo, bench.
 
-    pip install nox && nox -s tests      # all packages in one venv (what CI runs)
-    nox -s isolation                     # each package as a wheel, alone in a fresh venv
-    nox -s lint                          # ruff
-    nox -s demo                          # the README's main job
-    nox -s bench                         # benchmarks against peers, tables under benchmarks/results/
+pip install nox && nox -s tests      # all packages in one venv (what CI runs)
+nox -s isolation                     # each package as a wheel, alone in a fresh venv
+nox -s lint                          # ruff
+nox -s demo                          # the README's main job
+nox -s bench                         # benchmarks against peers, tables under benchmarks/results/
 """
 
 from __future__ import annotations

@@ -87,9 +87,7 @@ def worker(args) -> dict:
         step()
         sync()
         times.append(time.perf_counter() - t0)
-    peak = (
-        torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else _rss_mb("VmHWM") - base
-    )
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else _rss_mb("VmHWM") - base
     times.sort()
     median = times[len(times) // 2]
     return {"seconds": median, "tokens_per_s": real_tokens / median, "peak_mb": peak}
@@ -121,10 +119,16 @@ def main() -> None:
     from alicemind.structbert import StructBertConfig, StructBertModel
 
     torch.manual_seed(0)
-    config = StructBertConfig(vocab_size=30522, hidden_size=args.hidden, num_hidden_layers=args.layers,
-                              num_attention_heads=args.heads, intermediate_size=4 * args.hidden,
-                              # Dropout off so both sides do identical arithmetic in training steps.
-                              hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    config = StructBertConfig(
+        vocab_size=30522,
+        hidden_size=args.hidden,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        intermediate_size=4 * args.hidden,
+        # Dropout off so both sides do identical arithmetic in training steps.
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     rows = []
     with tempfile.TemporaryDirectory() as ckpt:
         StructBertModel(config).save_pretrained(ckpt)
@@ -134,13 +138,28 @@ def main() -> None:
                 for impl in ("hf", "ours", "ours-packed"):
                     if scenario == "full" and impl == "ours-packed":
                         continue  # nothing to unpad
-                    cmd = [sys.executable, __file__, "--worker", "--impl", impl, "--mode", mode, "--scenario",
-                           scenario, "--ckpt", ckpt] + sys.argv[1:]
+                    cmd = [
+                        sys.executable,
+                        __file__,
+                        "--worker",
+                        "--impl",
+                        impl,
+                        "--mode",
+                        mode,
+                        "--scenario",
+                        scenario,
+                        "--ckpt",
+                        ckpt,
+                    ] + sys.argv[1:]
                     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
                     result[impl] = json.loads(out.strip().splitlines()[-1])
                     print(mode, scenario, impl, result[impl], flush=True)
                 rows.append((mode, scenario, result))
-    device_name = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU ({platform.processor() or platform.machine()}, {args.threads} threads)"
+    device_name = (
+        torch.cuda.get_device_name()
+        if args.device == "cuda"
+        else f"CPU ({platform.processor() or platform.machine()}, {args.threads} threads)"
+    )
     lines = [
         "# StructBERT encoder vs Hugging Face BertModel (sdpa)",
         "",
@@ -158,8 +177,13 @@ def main() -> None:
         lines.append(
             f"| {mode} | {scenario} | {hf['tokens_per_s']:.0f} | {ours['tokens_per_s']:.0f} | "
             f"{ours['tokens_per_s'] / hf['tokens_per_s']:.2f}x | "
-            + (f"{packed['tokens_per_s']:.0f} | {packed['tokens_per_s'] / hf['tokens_per_s']:.2f}x | " if packed else "- | - | ")
-            + f"{hf['peak_mb']:.0f} | {ours['peak_mb']:.0f} | " + (f"{packed['peak_mb']:.0f} |" if packed else "- |")
+            + (
+                f"{packed['tokens_per_s']:.0f} | {packed['tokens_per_s'] / hf['tokens_per_s']:.2f}x | "
+                if packed
+                else "- | - | "
+            )
+            + f"{hf['peak_mb']:.0f} | {ours['peak_mb']:.0f} | "
+            + (f"{packed['peak_mb']:.0f} |" if packed else "- |")
         )
     text = "\n".join(lines) + "\n"
     print(text)

@@ -222,3 +222,34 @@ def test_console_script_is_installed(site):
     env = {**os.environ, "PYTHONPATH": str(site)}
     result = subprocess.run([str(script), "fakefam", "--help"], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "usage: alicemind fakefam" in result.stdout
+
+
+def test_overrides_may_follow_flags(tmp_path):
+    """KEY=VALUE pairs after a flag are still overrides; anything else left over is an error (exit 2)."""
+    from alicemind.core.cli import app
+
+    seen = {}
+
+    def register(subparsers):
+        fam = subparsers.add_parser("toyfam")
+        verbs = fam.add_subparsers(dest="verb", required=True)
+        verb = verbs.add_parser("run")
+        verb.add_argument("--flag", action="store_true")
+        verb.add_argument("overrides", nargs="*")
+        verb.set_defaults(func=lambda a: seen.update(vars(a)) or 0)
+
+    class EP:
+        name, value, dist = "toyfam", "x:register", None
+
+        def load(self):
+            return register
+
+    orig = app.discover_plugins
+    app.discover_plugins = lambda: [EP()]
+    try:
+        assert app.main(["toyfam", "run", "a=1", "--flag", "b=2"]) == 0
+        assert seen["overrides"] == ["a=1", "b=2"] and seen["flag"] is True
+        assert app.main(["toyfam", "run", "a=1", "--flag", "--nope"]) == 2
+        assert app.main(["toyfam", "run", "a=1", "--flag", "b=2", "stray"]) == 2
+    finally:
+        app.discover_plugins = orig

@@ -186,8 +186,17 @@ def test_pre_ln_block_matches_formula_and_has_final_norm():
 
 def test_text_embeddings_offset_scale_and_too_long():
     torch.manual_seed(0)
-    emb = TextEmbeddings(50, 16, max_positions=10, type_vocab_size=0, pad_token_id=1, position_offset=2,
-                         layer_norm=False, dropout=0.0, scale=4.0)
+    emb = TextEmbeddings(
+        50,
+        16,
+        max_positions=10,
+        type_vocab_size=0,
+        pad_token_id=1,
+        position_offset=2,
+        layer_norm=False,
+        dropout=0.0,
+        scale=4.0,
+    )
     ids = torch.tensor([[5, 6, 7]])
     expected = emb.word_embeddings(ids) * 4.0 + emb.position_embeddings(torch.tensor([[2, 3, 4]]))
     torch.testing.assert_close(emb(ids), expected)

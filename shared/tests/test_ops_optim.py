@@ -100,7 +100,7 @@ def test_build_optimizer_adamw_matches_torch_and_applies_group_settings() -> Non
     groups = param_groups(model, weight_decay=0.01)
     opt = build_optimizer(groups, name="adamw", lr=1e-3, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
     assert isinstance(opt, torch.optim.AdamW)
-    assert opt.defaults["foreach"] is True and not opt.defaults["fused"]  # CPU parameters
+    assert opt.defaults["fused"] is True  # torch has a fused CPU kernel
     assert {g["weight_decay"] for g in opt.param_groups} == {0.0, 0.01}
     assert all(g["lr"] == 1e-3 and g["betas"] == (0.9, 0.98) for g in opt.param_groups)
 
@@ -121,6 +121,9 @@ def test_build_optimizer_adamw_matches_torch_and_applies_group_settings() -> Non
         o.step()
     for a, b in zip(model.parameters(), reference.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    # Devices without a fused kernel fall back to the multi-tensor (foreach) implementation.
+    meta = build_optimizer([nn.Parameter(torch.zeros(2, device="meta"))], name="adamw")
+    assert meta.defaults["foreach"] is True and not meta.defaults["fused"]
     with pytest.raises(ValueError, match="unknown optimizer 'sgdx'"):
         build_optimizer(model.parameters(), name="sgdx")
 

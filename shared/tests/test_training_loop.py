@@ -3,6 +3,7 @@ logged metrics, best-model selection and clear errors."""
 
 from __future__ import annotations
 
+import collections
 import json
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from alicemind.core.training import Trainer, TrainerCallback, TrainingConfig
+from alicemind.core.training import Trainer, TrainerCallback, TrainingConfig, move_to_device
 from alicemind.core.training.checkpoint import load_model_weights
 
 
@@ -221,6 +222,14 @@ def test_compute_loss_and_tuple_batches() -> None:
         Trainer(_model(), _config(max_steps=1), DataLoader(data, batch_size=4)).train()
 
 
+def test_move_to_device_keeps_container_types() -> None:
+    Pair = collections.namedtuple("Pair", "a b")
+    batch = {"x": [torch.ones(1), (torch.zeros(1), "tag")], "p": Pair(torch.ones(2), 3)}
+    moved = move_to_device(batch, torch.device("meta"))
+    assert moved["x"][0].is_meta and moved["x"][1][0].is_meta and moved["x"][1][1] == "tag"
+    assert isinstance(moved["p"], Pair) and moved["p"].a.is_meta and moved["p"].b == 3
+
+
 def test_errors_name_the_problem() -> None:
     with pytest.raises(ValueError, match="exactly one of max_steps and num_epochs"):
         TrainingConfig(max_steps=3, num_epochs=1)
@@ -229,6 +238,10 @@ def test_errors_name_the_problem() -> None:
     with pytest.raises(ValueError, match=r"unknown field\(s\) \['lr_rate'\]"):
         TrainingConfig.from_dict({"max_steps": 3, "lr_rate": 1.0})
     assert TrainingConfig.from_dict(_config().to_dict()) == _config()
+    with pytest.raises(ValueError, match="scheduler was given without its optimizer"):
+        model = _model()
+        sched = torch.optim.lr_scheduler.LambdaLR(torch.optim.SGD(model.parameters(), lr=0.1), lambda s: 1.0)
+        Trainer(model, _config(), DataLoader(Blobs(), batch_size=8), scheduler=sched)
     with pytest.raises(ValueError, match="per_device_batch_size=16 but the train dataloader has batch_size=8"):
         Trainer(_model(), _config(per_device_batch_size=16), DataLoader(Blobs(), batch_size=8))
 

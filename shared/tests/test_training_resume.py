@@ -235,3 +235,29 @@ def test_rng_state_round_trip() -> None:
     ckpt.set_rng_state(state)
     got = (random.random(), random.gauss(0, 1), np.random.normal(), torch.rand(3))
     assert got[:3] == expected[:3] and torch.equal(got[3], expected[3])
+
+
+class CrashAt(TrainerCallback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, trainer) -> None:
+        if trainer.state.step == self.step:
+            raise RuntimeError("simulated crash")
+
+
+def test_fp16_resume_restores_grad_scaler(tmp_path: Path) -> None:
+    reference = _trainer(tmp_path / "reference", resume=None, precision="fp16")
+    reference.train()
+    out = tmp_path / "run"
+    crashed = _trainer(out, precision="fp16", callbacks=[CrashAt(3)])
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        crashed.train()
+    saved = ckpt.load_torch(out / "checkpoint-2" / "scaler.pt", "cpu")
+    # The scale backed off from its initial 2**16 after overflowing steps: a fresh scaler would differ.
+    assert saved["scale"] < 2.0**16
+    resumed = _trainer(out, precision="fp16")
+    resumed.train()
+    assert resumed.scaler.get_scale() == reference.scaler.get_scale()
+    for a, b in zip(reference.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)

@@ -90,7 +90,9 @@ def test_default_leaves_d_masked_entries_untouched_even_with_weight_decay(model_
     masks = compute_fisher_mask(model, batches, reserve_p=0.3, progress=False)
     weight = model.encoder.layer[0].weight
     before = weight.detach().clone()
-    opt = ChildTuningAdamW(model.parameters(), lr=1e-2, weight_decay=0.1, mode="D", reserve_p=0.3, masks=masks, model=model)
+    opt = ChildTuningAdamW(
+        model.parameters(), lr=1e-2, weight_decay=0.1, mode="D", reserve_p=0.3, masks=masks, model=model
+    )
     for batch in batches:
         model(**batch)["loss"].backward()
         opt.step()
@@ -124,7 +126,9 @@ def test_f_masked_entries_unchanged_in_first_step_and_loss_falls(model_cls, batc
     torch.manual_seed(0)
     model = model_cls(dropout=0.0)
     data = batch_factory(n_batches=2, batch=16, seed=1)
-    opt = ChildTuningAdamW(model.parameters(), lr=5e-2, mode="F", reserve_p=0.4, generator=torch.Generator().manual_seed(0))
+    opt = ChildTuningAdamW(
+        model.parameters(), lr=5e-2, mode="F", reserve_p=0.4, generator=torch.Generator().manual_seed(0)
+    )
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     model(**data[0])["loss"].backward()
     opt.step()

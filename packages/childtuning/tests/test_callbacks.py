@@ -109,7 +109,9 @@ def test_masks_given_or_restored_skip_the_fisher_pass(model_cls, batches) -> Non
 
 
 def _core_loader(batches):
-    examples = [{"input_ids": b["input_ids"][i], "labels": b["labels"][i]} for b in batches for i in range(len(b["labels"]))]
+    examples = [
+        {"input_ids": b["input_ids"][i], "labels": b["labels"][i]} for b in batches for i in range(len(b["labels"]))
+    ]
     return torch.utils.data.DataLoader(examples, batch_size=6, shuffle=True)
 
 

@@ -27,7 +27,9 @@ def _dataset(n: int = 24) -> list[dict[str, torch.Tensor]]:
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(1, 50, (n, 8), generator=gen)
     labels = (ids[:, 0] > 25).long()
-    return [{"input_ids": ids[i], "attention_mask": torch.ones(8, dtype=torch.long), "labels": labels[i]} for i in range(n)]
+    return [
+        {"input_ids": ids[i], "attention_mask": torch.ones(8, dtype=torch.long), "labels": labels[i]} for i in range(n)
+    ]
 
 
 def _trainer(tmp_path, model, max_steps: int, **kwargs) -> transformers.Trainer:
@@ -59,8 +61,11 @@ def test_hf_trainer_d_mode_freezes_non_child_entries(tmp_path) -> None:
         child_total += int(mask.sum())
     assert child_moved > 0.5 * child_total, "the child network did not train"
     assert (model.classifier.weight.detach() != before["classifier.weight"]).all()  # not masked
-    # The pre-hook is removed at train end: nothing lingers on the optimizer.
-    assert not innermost_torch_optimizer(trainer.optimizer)._optimizer_step_pre_hooks
+    # The trainer's optimizer is accelerate's wrapper around torch AdamW; the pre-hook sat on the inner one and is
+    # removed at train end.
+    inner = innermost_torch_optimizer(trainer.optimizer)
+    assert type(trainer.optimizer).__name__ == "AcceleratedOptimizer" and isinstance(inner, torch.optim.AdamW)
+    assert not inner._optimizer_step_pre_hooks
 
 
 def test_hf_trainer_f_mode_masks_each_step(tmp_path) -> None:

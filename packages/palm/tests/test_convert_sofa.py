@@ -3,7 +3,6 @@ every key accounted for, tied weights tied, and the outputs equal an independent
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
@@ -15,69 +14,20 @@ from alicemind.palm.convert import convert_checkpoint, load_model, read_any_chec
 from alicemind.palm.model import PalmForConditionalGeneration
 from alicemind.palm.pretraining import PalmForPreTraining
 
-V, H, HEADS, FF, L_ENC, L_DEC, POS, TYPES, EPS = 48, 16, 4, 32, 2, 2, 40, 3, 1e-12
-REAL_VOCAB = 40
+from .releases import ZH, sofa_state_dict, write_sofa_folder
 
-
-def sofa_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-
-    def t(*shape):
-        return torch.randn(*shape, generator=g) * 0.3
-
-    sd = {}
-
-    def linear(name, out, inp):
-        sd[f"{name}.weight"], sd[f"{name}.bias"] = t(out, inp), t(out)
-
-    def norm(name):
-        sd[f"{name}.weight"], sd[f"{name}.bias"] = 1 + t(H), t(H)
-
-    sd["bert.embeddings.word_embeddings.weight"] = t(V, H)
-    sd["bert.embeddings.position_embeddings.weight"] = t(POS, H)
-    sd["bert.embeddings.token_type_embeddings.weight"] = t(TYPES, H)
-    norm("bert.embeddings.LayerNorm")
-    for i in range(L_ENC):
-        p = f"bert.encoder.layer.{i}"
-        norm(f"{p}.attention.LayerNorm")
-        linear(f"{p}.attention.self.query_key_value", 3 * H, H)
-        linear(f"{p}.attention.output.dense", H, H)
-        norm(f"{p}.LayerNorm")
-        linear(f"{p}.intermediate.dense", FF, H)
-        linear(f"{p}.output.dense", H, FF)
-    norm("bert.encoder.LayerNorm")
-    linear("bert.pooler.dense", H, H)
-    linear("cls.predictions.transform.dense", H, H)
-    norm("cls.predictions.transform.LayerNorm")
-    sd["cls.predictions.bias"] = t(V)
-    sd["cls.predictions.decoder_weight"] = sd["bert.embeddings.word_embeddings.weight"]  # one parameter in sofa
-    linear("cls.seq_relationship", 3, H)
-    for j in range(L_DEC):
-        p = f"decoder.decoder.layer.{j}"
-        linear(f"{p}.attention.query_key_value", 3 * H, H)
-        linear(f"{p}.attention.dense", H, H)
-        linear(f"{p}.cross_attention.query", H, H)
-        linear(f"{p}.cross_attention.key_value", 2 * H, H)
-        linear(f"{p}.cross_attention.dense", H, H)
-        for n in ("input_layernorm", "post_attention_layernorm", "post_cross_attention_layernorm"):
-            norm(f"{p}.{n}")
-        linear(f"{p}.intermediate", FF, H)
-        linear(f"{p}.output", H, FF)
-    norm("decoder.decoder.final_layernorm")
-    return sd
-
-
-def write_sofa_folder(path, sd) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-    torch.save(sd, path / "palm_model.pt")
-    config = dict(
-        vocab_size=V, hidden_size=H, num_hidden_layers=L_ENC, num_attention_heads=HEADS, intermediate_size=FF,
-        hidden_act="gelu", hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1, max_position_embeddings=POS,
-        type_vocab_size=TYPES, initializer_range=0.00707, layernorm_epsilon=EPS, pre_ln=True, dec_hidden_layers=L_DEC,
-        attn_separate=False, lr_decay_style="linear", weight_decay=1e-2, clip_grad=1.0, warmup=0.01, model_type="palm",
-    )  # fmt: skip
-    (path / "config.json").write_text(json.dumps(config))
-    (path / "vocab.txt").write_text("\n".join(f"tok{i}" for i in range(REAL_VOCAB)) + "\n")
+V, H, HEADS, FF, L_ENC, L_DEC, POS, TYPES, EPS = (
+    ZH.V,
+    ZH.H,
+    ZH.HEADS,
+    ZH.FF,
+    ZH.L_ENC,
+    ZH.L_DEC,
+    ZH.POS,
+    ZH.TYPES,
+    ZH.EPS,
+)
+REAL_VOCAB = ZH.REAL_VOCAB
 
 
 # -- sofa's forward, re-stated from modeling_palm.py as plain tensor math --------------------------------------
@@ -169,10 +119,18 @@ def test_every_key_accounted_for_and_heads_tied(tmp_path):
     ours = model.state_dict()
     assert set(loaded.state_dict) == set(ours)
     assert dropped <= set(sd) and len(sd) - len(dropped) == len(ours)  # decoder_weight -> mlm_head.decoder.weight
-    torch.testing.assert_close(ours["encoder.layers.1.self_attn.qkv_proj.weight"],
-                               sd["bert.encoder.layer.1.attention.self.query_key_value.weight"], rtol=0, atol=0)
-    torch.testing.assert_close(ours["decoder.layers.0.cross_attn.kv_proj.bias"],
-                               sd["decoder.decoder.layer.0.cross_attention.key_value.bias"], rtol=0, atol=0)
+    torch.testing.assert_close(
+        ours["encoder.layers.1.self_attn.qkv_proj.weight"],
+        sd["bert.encoder.layer.1.attention.self.query_key_value.weight"],
+        rtol=0,
+        atol=0,
+    )
+    torch.testing.assert_close(
+        ours["decoder.layers.0.cross_attn.kv_proj.bias"],
+        sd["decoder.decoder.layer.0.cross_attention.key_value.bias"],
+        rtol=0,
+        atol=0,
+    )
     torch.testing.assert_close(ours["mlm_head.bias"], sd["cls.predictions.bias"], rtol=0, atol=0)
     assert model.mlm_head.decoder.weight is model.embeddings.word_embeddings.weight
 

@@ -98,3 +98,43 @@ def test_pointer_generator_needs_source_ids(make_model, make_source):
     logprobs = model.decode_step(torch.full((ids.shape[0], 1), model.config.start_token_id), cache)
     # The mixture is a normalised distribution in log space.
     assert torch.allclose(logprobs.exp().sum(-1), torch.ones(ids.shape[0], 1), atol=1e-5)
+
+
+@pytest.mark.parametrize("index", [[2, 0, 0, 1], [0, 0, 1, 1, 2, 2], [1, 0, 2, 1, 0, 2]])
+def test_reorder_cache_moves_every_row(arch, make_model, make_source, index):
+    model = make_model(arch)
+    ids, mask = make_source(model)
+    start = torch.full((ids.shape[0], 1), model.config.start_token_id)
+    steps = torch.randint(5, model.config.vocab_size, (len(index), 2), generator=torch.Generator().manual_seed(4))
+    index_t = torch.tensor(index)
+    with torch.no_grad():
+        cache = model.init_decoder_cache(model.encode(ids, mask), mask, 4)
+        model.decode_step(start, cache)
+        cache = model.reorder_cache(cache, index_t)  # across sources: drop, repeat, permute
+        model.decode_step(steps[:, :1], cache)
+        got = model.decode_step(steps[:, 1:], cache)
+        full = model(ids[index_t], mask[index_t], torch.cat([start[index_t], steps], dim=1)).logits[:, -1:]
+    # Pointer-generator outputs are log-probabilities down to log(1e-20) = -46: compare relatively too.
+    torch.testing.assert_close(got, full, atol=1e-5, rtol=1e-5)
+
+
+def test_reorder_within_sources_keeps_cross_attention(arch, make_model, make_source):
+    """Beam search's per-step reorder (rows permuted among beams of one source) takes the no-copy path."""
+    model = make_model(arch)
+    ids, mask = make_source(model)
+    beams = torch.tensor([0, 0, 1, 1, 2, 2])
+    swap = torch.tensor([1, 0, 2, 3, 5, 4])
+    prefix = torch.randint(5, model.config.vocab_size, (6, 2), generator=torch.Generator().manual_seed(5))
+    prefix[:, 0] = model.config.start_token_id
+    nxt = torch.randint(5, model.config.vocab_size, (6, 1), generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        cache = model.reorder_cache(model.init_decoder_cache(model.encode(ids, mask), mask, 4), beams)
+        model.decode_step(prefix, cache)
+        cross = cache.layers[0].cross_kv[0]
+        cache = model.reorder_cache(cache, swap)
+        assert cache.layers[0].cross_kv[0] is cross  # not copied
+        got = model.decode_step(nxt, cache)
+        rows = beams[swap]
+        full = model(ids[rows], mask[rows], torch.cat([prefix[swap], nxt], dim=1)).logits[:, -1:]
+    # Pointer-generator outputs are log-probabilities down to log(1e-20) = -46: compare relatively too.
+    torch.testing.assert_close(got, full, atol=1e-5, rtol=1e-5)

@@ -44,7 +44,7 @@ def test_pretraining_lowers_mlm_and_decoder_loss(make_config):
     # Documents follow t[i+1] = t[i] + stride (mod 20): masked tokens and continuations are predictable.
     docs = []
     for _ in range(300):
-        start, stride = rng.randrange(20), rng.randrange(1, 4)
+        start, stride = rng.randrange(20), rng.randrange(1, 3)
         docs.append([4 + (start + stride * i) % 20 for i in range(rng.randint(20, 40))])
     data = PretrainingDataConfig(max_source_length=18, max_target_length=8, mlm_probability=0.2)
     instances = build_instances(docs, data, bos_token_id=BOS, eos_token_id=EOS, rng=rng)
@@ -56,10 +56,12 @@ def test_pretraining_lowers_mlm_and_decoder_loss(make_config):
     torch.manual_seed(0)
     model = PalmForPreTraining(config)
     loader = DataLoader(instances, batch_size=32, shuffle=True, collate_fn=collate)
-    history = _train(model, loader, steps=120, lr=2e-3)
+    history = _train(model, loader, steps=200, lr=3e-3)
     first, last = history[0], history[-1]
-    assert last["mlm_loss"] < 0.6 * first["mlm_loss"], (first, last)
-    assert last["lm_loss"] < 0.5 * first["lm_loss"], (first, last)
+    # Both start near ln(24) = 3.18 (uniform); the MLM part learns slower (only 20% of tokens carry a label).
+    assert first["mlm_loss"] > 3.0 and first["lm_loss"] > 3.0
+    assert last["mlm_loss"] < 0.8 * first["mlm_loss"], (first, last)
+    assert last["lm_loss"] < 0.3 * first["lm_loss"], (first, last)
 
 
 def test_collator_masks_only_real_non_special_tokens():

@@ -120,7 +120,9 @@ class ChildTuningCallback(TrainerCallback):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore masks saved by ``state_dict``; they are bound to the model at the next ``on_train_begin``."""
         if state.get("mode") != self.mode:
-            raise ValueError(f"saved ChildTuning state is for mode {state.get('mode')!r}, this callback is {self.mode!r}")
+            raise ValueError(
+                f"saved ChildTuning state is for mode {state.get('mode')!r}, this callback is {self.mode!r}"
+            )
         if state.get("masks"):
             self._pending_masks = dict(state["masks"])
             self.masker.masks = None

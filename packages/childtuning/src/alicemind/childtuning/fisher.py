@@ -89,8 +89,9 @@ def global_percentile_threshold(tensors: Iterable[torch.Tensor], q: float) -> fl
 
 
 def _count_le(flats: list[torch.Tensor], bits: int) -> int:
-    counts = [(t.view(torch.int32) <= bits).sum() for t in flats]
-    return int(torch.stack([c.cpu() for c in counts]).sum())
+    # One host sync per call, not one per tensor.
+    counts = [(t.view(torch.int32) <= bits).sum().to(flats[0].device) for t in flats]
+    return int(torch.stack(counts).sum())
 
 
 def _kth_smallest(flats: list[torch.Tensor], k: int) -> float:

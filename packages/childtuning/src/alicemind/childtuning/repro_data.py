@@ -4,6 +4,7 @@ documentation sentence comes from (sentences taken from the docstrings of the in
 from __future__ import annotations
 
 import ast
+import functools
 import random
 import re
 import sysconfig
@@ -81,7 +82,13 @@ def _sentences(doc: str) -> list[str]:
 
 def topic_sentences(stdlib_dir: str | Path | None = None) -> dict[str, list[str]]:
     """All usable sentences per topic, deduplicated, sentences found under two topics dropped, in file order."""
-    root = Path(stdlib_dir or sysconfig.get_paths()["stdlib"])
+    found = _topic_sentences(str(stdlib_dir or sysconfig.get_paths()["stdlib"]))
+    return {topic: list(sents) for topic, sents in found.items()}
+
+
+@functools.lru_cache(maxsize=2)  # parsing ~150 stdlib files takes seconds; the result is immutable
+def _topic_sentences(stdlib_dir: str) -> dict[str, tuple[str, ...]]:
+    root = Path(stdlib_dir)
     found: dict[str, list[str]] = {}
     for topic, entries in TOPICS.items():
         seen: dict[str, None] = {}
@@ -95,7 +102,7 @@ def topic_sentences(stdlib_dir: str | Path | None = None) -> dict[str, list[str]
     for sents in found.values():
         for s in sents:
             counts[s] = counts.get(s, 0) + 1
-    return {topic: [s for s in sents if counts[s] == 1] for topic, sents in found.items()}
+    return {topic: tuple(s for s in sents if counts[s] == 1) for topic, sents in found.items()}
 
 
 def build_topic_task(

@@ -33,8 +33,9 @@ logger = logging.getLogger(__name__)
 
 SOFA_WEIGHTS_NAME = "palm_model.pt"
 PRESUMM_CHECKPOINT_NAMES = ("model_palm_en_base.pt",)
-# Heads that a generation model does not have: loading them there is skipped, not an error.
-HEAD_KEYS = (r"^mlm_head\.",)
+# Heads that a smaller model class (PalmModel, or a generation model for mlm_head) does not have: loading them
+# there is skipped, not an error. Only keys absent from the model are ever skipped.
+HEAD_KEYS = (r"^mlm_head\.", r"^lm_bias$", r"^copy_gate\.")
 
 _L = r"(\d+)"
 SOFA_RULES: list[tuple[str, str]] = [
@@ -278,7 +279,9 @@ def read_presumm_file(path: Path, **overrides: Any) -> LoadedCheckpoint:
     """Read PALM EN's pickled ``{'model', 'opt', 'optims'}`` file safely."""
     obj = load_checkpoint_object(path)
     if not isinstance(obj, dict) or "model" not in obj:
-        raise CheckpointMismatchError(f"{path}: expected a dict with a 'model' entry (PALM EN), got {type(obj).__name__}")
+        raise CheckpointMismatchError(
+            f"{path}: expected a dict with a 'model' entry (PALM EN), got {type(obj).__name__}"
+        )
     state_dict, opt = obj["model"], obj.get("opt") or {}
     if not isinstance(opt, dict):
         raise CheckpointMismatchError(f"{path}: checkpoint['opt'] is a {type(opt).__name__}, expected a Namespace")
@@ -291,32 +294,46 @@ def read_presumm_file(path: Path, **overrides: Any) -> LoadedCheckpoint:
 
 
 # -- dispatch ------------------------------------------------------------------------------------------------
-def detect_layout(path: str | Path) -> str:
-    """``"alicemind"``, ``"sofa-palm"`` or ``"presumm-palm"`` for a folder or file; FileNotFoundError otherwise."""
-    path = Path(path)
-    if path.is_dir():
-        if (path / WEIGHTS_NAME).is_file():
-            return "alicemind"
-        if (path / SOFA_WEIGHTS_NAME).is_file():
-            return "sofa-palm"
-        if any((path / name).is_file() for name in PRESUMM_CHECKPOINT_NAMES):
-            return "presumm-palm"
-        raise FileNotFoundError(
-            f"{path} holds no PALM checkpoint: expected {WEIGHTS_NAME} (ours), {SOFA_WEIGHTS_NAME} (sofa Chinese) "
-            f"or {PRESUMM_CHECKPOINT_NAMES[0]} (PALM EN)"
-        )
-    if path.is_file():
+def _layout_of_folder(path: Path) -> str | None:
+    if (path / WEIGHTS_NAME).is_file():
+        return "alicemind"
+    if (path / SOFA_WEIGHTS_NAME).is_file():
+        return "sofa-palm"
+    if any((path / name).is_file() for name in PRESUMM_CHECKPOINT_NAMES):
         return "presumm-palm"
-    raise FileNotFoundError(f"no checkpoint at {path}")
+    return None
+
+
+def locate_checkpoint(path: str | Path) -> tuple[Path, str]:
+    """(folder or file, layout) of the checkpoint at ``path``: ``"alicemind"``, ``"sofa-palm"`` or
+    ``"presumm-palm"``. A folder holding a single sub-folder that is a checkpoint (an extracted release tarball)
+    resolves to that sub-folder."""
+    path = Path(path)
+    if path.is_file():
+        return path, "presumm-palm"
+    if not path.is_dir():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    layout = _layout_of_folder(path)
+    if layout is not None:
+        return path, layout
+    found = [(sub, lay) for sub in sorted(path.iterdir()) if sub.is_dir() and (lay := _layout_of_folder(sub))]
+    if len(found) == 1:
+        return found[0]
+    raise FileNotFoundError(
+        f"{path} holds no PALM checkpoint: expected {WEIGHTS_NAME} (ours), {SOFA_WEIGHTS_NAME} (sofa Chinese) "
+        f"or {PRESUMM_CHECKPOINT_NAMES[0]} (PALM EN)"
+        + (f"; several candidates: {[str(f[0]) for f in found]}" if found else "")
+    )
 
 
 def read_any_checkpoint(path: str | Path, **overrides: Any) -> LoadedCheckpoint:
     """Read our folder, a sofa folder or a PALM EN pickle (file, or folder holding it) in our key names."""
-    path = Path(path)
-    layout = detect_layout(path)
+    path, layout = locate_checkpoint(path)
     if layout == "alicemind":
         config = PalmConfig.from_json_file(path / CONFIG_NAME, **overrides)
-        return LoadedCheckpoint(config, load_state_dict_file(path / WEIGHTS_NAME), "alicemind", ignore_unexpected=HEAD_KEYS)
+        return LoadedCheckpoint(
+            config, load_state_dict_file(path / WEIGHTS_NAME), "alicemind", ignore_unexpected=HEAD_KEYS
+        )
     if layout == "sofa-palm":
         return read_sofa_folder(path, **overrides)
     if path.is_dir():
@@ -347,7 +364,8 @@ def convert_checkpoint(src: str | Path, dst: str | Path) -> Path:
     copied), loading it strictly on the way."""
     src, dst = Path(src), Path(dst)
     load_model(src).save_pretrained(dst)
-    folder = src if src.is_dir() else src.parent
+    located, _ = locate_checkpoint(src)
+    folder = located if located.is_dir() else located.parent
     for candidate in (folder, folder / "roberta-base"):
         for name in _TOKENIZER_FILES:
             if (candidate / name).is_file() and not (dst / name).exists():

@@ -54,17 +54,12 @@ def encode_pairs(
     pairs = list(pairs)
     sources = tokenizer([s for s, _ in pairs], truncation=True, max_length=max_source_length)["input_ids"]
     targets = tokenizer([t for _, t in pairs], truncation=True, max_length=max_target_length)["input_ids"]
-    return [
-        {"input_ids": src, "decoder_input_ids": tgt[:-1], "labels": tgt[1:]}
-        for src, tgt in zip(sources, targets)
-    ]
+    return [{"input_ids": src, "decoder_input_ids": tgt[:-1], "labels": tgt[1:]} for src, tgt in zip(sources, targets)]
 
 
 def encode_sources(tokenizer: BaseTokenizer, sources: Sequence[str], *, max_source_length: int) -> dict:
     """A padded source batch (``input_ids``, ``attention_mask`` tensors) for generation."""
-    return tokenizer(
-        list(sources), truncation=True, max_length=max_source_length, padding=True, return_tensors="pt"
-    )
+    return tokenizer(list(sources), truncation=True, max_length=max_source_length, padding=True, return_tensors="pt")
 
 
 def seq2seq_collator(pad_token_id: int) -> DataCollatorWithPadding:

@@ -40,6 +40,7 @@ class PalmDecoderCache:
 
     layers: list[LayerCache]
     encoder_mask: torch.Tensor  # [B, S] bool
+    row_source: torch.Tensor  # [B] which source row each cache row encodes
     encoder_hidden: torch.Tensor | None = None  # pointer-generator only
     source_ids: torch.Tensor | None = None  # pointer-generator only
 
@@ -295,7 +296,8 @@ class PalmForConditionalGeneration(PalmModel):
         if encoder_mask is None:
             encoder_mask = torch.ones(encoder_hidden.shape[:2], dtype=torch.bool, device=encoder_hidden.device)
         layers = self.decoder.init_caches(batch, max_length, encoder_hidden)
-        cache = PalmDecoderCache(layers, encoder_mask.bool())
+        rows = torch.arange(batch, device=encoder_hidden.device)
+        cache = PalmDecoderCache(layers, encoder_mask.bool(), rows)
         if self.copy_gate is not None:
             if source_ids is None:
                 pending = self._pending_source
@@ -317,13 +319,23 @@ class PalmForConditionalGeneration(PalmModel):
         return self._project(out.last_hidden_state, cache.encoder_hidden, cache.encoder_mask, cache.source_ids, keys)
 
     def reorder_cache(self, cache: PalmDecoderCache, index: torch.Tensor) -> PalmDecoderCache:
-        """Keep/repeat/permute rows: every per-row tensor follows ``index``."""
+        """Keep/repeat/permute rows: every per-row tensor follows ``index``.
+
+        Beam search reorders beams within their source at every step; the source-side tensors (cross-attention
+        keys/values, encoder mask) then already hold the right rows, so only the self-attention cache is copied.
+        """
+        row_source = cache.row_source.index_select(0, index)
+        same_sources = torch.equal(row_source, cache.row_source)
         for layer in cache.layers:
-            layer.index_select(index)
-        cache.encoder_mask = cache.encoder_mask.index_select(0, index)
-        if cache.encoder_hidden is not None:
-            cache.encoder_hidden = cache.encoder_hidden.index_select(0, index)
-            cache.source_ids = cache.source_ids.index_select(0, index)
+            layer.self_kv.index_select(index)
+            if not same_sources and layer.cross_kv is not None:
+                layer.cross_kv = tuple(t.index_select(0, index) for t in layer.cross_kv)
+        cache.row_source = row_source
+        if not same_sources:
+            cache.encoder_mask = cache.encoder_mask.index_select(0, index)
+            if cache.encoder_hidden is not None:
+                cache.encoder_hidden = cache.encoder_hidden.index_select(0, index)
+                cache.source_ids = cache.source_ids.index_select(0, index)
         return cache
 
     def generation_defaults(self) -> dict[str, Any]:

@@ -54,7 +54,11 @@ class PalmForPreTraining(PalmForConditionalGeneration):
     ) -> Seq2SeqOutput:
         """Decoder logits; with ``labels`` and/or ``mlm_labels`` (-100 = not a masked position) the losses."""
         out = super().forward(
-            input_ids, attention_mask, decoder_input_ids, labels, token_type_ids=token_type_ids,
+            input_ids,
+            attention_mask,
+            decoder_input_ids,
+            labels,
+            token_type_ids=token_type_ids,
             label_smoothing=label_smoothing,
         )
         metrics: dict[str, torch.Tensor] = {}

@@ -52,3 +52,11 @@ _CJK_GAP = re.compile(r"(?<=[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef])\s+(?=[\u3
 def detokenize(text: str) -> str:
     """Remove the spaces WordPiece decoding leaves between Chinese characters (``"你 好"`` -> ``"你好"``)."""
     return _CJK_GAP.sub("", text).strip()
+
+
+class PalmTokenizer:
+    """Entry point for either language: ``PalmTokenizer.from_pretrained(folder)`` is :func:`load_tokenizer`."""
+
+    @staticmethod
+    def from_pretrained(path: str | Path) -> BaseTokenizer:
+        return load_tokenizer(path)

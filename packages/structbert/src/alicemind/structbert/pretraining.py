@@ -9,6 +9,7 @@ one is built with masking only, one with trigram shuffling only).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -23,7 +24,7 @@ from torch.utils.data import DataLoader
 
 from alicemind.core.cli import CliError
 from alicemind.core.data import read_documents
-from alicemind.core.training import Trainer, TrainingConfig, move_to_device
+from alicemind.core.training import Trainer, TrainingConfig, move_to_device, seed_everything
 from alicemind.structbert.config import StructBertConfig
 from alicemind.structbert.model import StructBertForPreTraining
 from alicemind.structbert.pretraining_data import (
@@ -235,6 +236,8 @@ def run_pretraining(recipe: dict[str, Any], *, progress_bar: bool = True) -> Pre
     rng = np.random.default_rng(data["seed"])
     train_docs, eval_docs = _split_documents(documents, data["eval_fraction"], rng)
     tokenizer = _load_tokenizer(dict(recipe.get("tokenizer") or {}), train_docs, output_dir / "data")
+    train_cfg = TrainingConfig.from_dict({"progress_bar": progress_bar, **dict(recipe.get("training") or {})})
+    seed_everything(train_cfg.seed)
     model = _build_model(dict(recipe.get("model") or {}), tokenizer.vocab_size)
 
     common = dict(
@@ -263,7 +266,6 @@ def run_pretraining(recipe: dict[str, Any], *, progress_bar: bool = True) -> Pre
     )
     evaluator = _evaluator(tokenizer, eval_docs, data, common, rng)
 
-    train_cfg = TrainingConfig.from_dict({"progress_bar": progress_bar, **dict(recipe.get("training") or {})})
     train_cfg.output_dir = str(output_dir)
     dataset = load_pretraining_dataset(shards)
     loader = DataLoader(
@@ -283,6 +285,7 @@ def run_pretraining(recipe: dict[str, Any], *, progress_bar: bool = True) -> Pre
     if trainer.dist.is_main:
         trainer.model.save_pretrained(model_dir)
         tokenizer.save_pretrained(model_dir)
+        (output_dir / "held_out.json").write_text(json.dumps({"initial": initial, "final": final}, indent=1))
     return PretrainResult(output_dir, model_dir, len(instances), initial, final, list(state.log_history))
 
 

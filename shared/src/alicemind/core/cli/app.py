@@ -131,7 +131,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         parser, _ = build_parser(_plugins_for(argv))
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        # KEY=VALUE overrides may follow flags ("finetune --recipe x --no-progress lr=1e-5"); argparse stops
+        # collecting the positional list at the first flag, so gather the stragglers here.
+        stray = [tok for tok in extra if tok.startswith("-") or "=" not in tok]
+        if extra and (stray or not hasattr(args, "overrides")):
+            parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+        if extra:
+            args.overrides = [*(args.overrides or []), *extra]
         func = getattr(args, "func", None)
         if func is None:
             command = getattr(args, "_command", args.command)

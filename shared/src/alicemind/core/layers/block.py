@@ -107,7 +107,9 @@ class TransformerBlock(nn.Module):
             )
         return self._residual(x, self.ffn_norm, self.ffn)
 
-    def init_cache(self, batch: int, capacity: int, encoder_states: torch.Tensor | None, *, dtype, device) -> LayerCache:
+    def init_cache(
+        self, batch: int, capacity: int, encoder_states: torch.Tensor | None, *, dtype, device
+    ) -> LayerCache:
         """An empty self-attention cache, with cross-attention keys/values computed once from ``encoder_states``."""
         attn = self.self_attn
         kv = KVCache.empty(batch, attn.num_heads, attn.head_dim, capacity, dtype=dtype, device=device)

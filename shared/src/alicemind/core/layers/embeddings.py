@@ -100,7 +100,9 @@ class SinusoidalPositions(nn.Module):
     def forward(self, seq_len: int, past_length: int = 0) -> torch.Tensor:
         end = past_length + seq_len
         if end > self.table.shape[0]:
-            raise SequenceTooLongError(f"sequence of {end} positions exceeds the sinusoidal table ({self.table.shape[0]})")
+            raise SequenceTooLongError(
+                f"sequence of {end} positions exceeds the sinusoidal table ({self.table.shape[0]})"
+            )
         return self.table[past_length:end][None]
 
 
@@ -159,7 +161,9 @@ class PatchEmbedding(nn.Module):
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """``[B, C, H, W]`` -> ``[B, 1 + patches, hidden]``."""
         if pixel_values.shape[-2:] != (self.image_size, self.image_size):
-            raise ValueError(f"expected {self.image_size}x{self.image_size} images, got {tuple(pixel_values.shape[-2:])}")
+            raise ValueError(
+                f"expected {self.image_size}x{self.image_size} images, got {tuple(pixel_values.shape[-2:])}"
+            )
         x = self.proj(pixel_values).flatten(2).transpose(1, 2)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         return x + self.position_embeddings

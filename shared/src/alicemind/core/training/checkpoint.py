@@ -54,7 +54,7 @@ def load_model_weights(model: nn.Module, path: Path, device: torch.device | str 
 def rng_state() -> dict[str, torch.Tensor]:
     """Python, NumPy, torch CPU and CUDA generator states as tensors (so they store as safetensors)."""
     _, py_state, py_gauss = random.getstate()
-    name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    _, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
     state = {
         "python": torch.tensor(py_state, dtype=torch.int64),
         # random.gauss() caches its second draw; None when no draw is pending.

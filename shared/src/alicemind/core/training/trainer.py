@@ -37,11 +37,13 @@ def seed_everything(seed: int) -> None:
 
 
 def move_to_device(batch: Any, device: torch.device) -> Any:
-    """Move the tensors of a (nested) dict/list/tuple batch to ``device``; other values pass through."""
+    """Move the tensors of a (nested) dict/list/tuple/namedtuple batch to ``device``; other values pass through."""
     if isinstance(batch, torch.Tensor):
         return batch.to(device, non_blocking=True)
     if isinstance(batch, Mapping):
         return {k: move_to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # namedtuple: positional constructor
+        return type(batch)(*(move_to_device(v, device) for v in batch))
     if isinstance(batch, list | tuple):
         return type(batch)(move_to_device(v, device) for v in batch)
     return batch
@@ -107,21 +109,28 @@ class Trainer:
         self.autocast_dtype = resolve_precision(config.precision, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type) if self.autocast_dtype == torch.float16 else None
         self.max_steps = self._resolve_max_steps()
-        self.optimizer = optimizer or build_optimizer(
-            param_groups(self.model, config.weight_decay, layerwise_lr_decay=config.layerwise_lr_decay),
-            name=config.optimizer,
-            lr=config.lr,
-            betas=config.adam_betas,
-            eps=config.adam_eps,
-            weight_decay=config.weight_decay,
-        )
-        self.scheduler = scheduler or build_scheduler(
-            self.optimizer,
-            config.scheduler,
-            num_training_steps=self.max_steps,
-            warmup_steps=config.warmup_steps,
-            warmup_ratio=config.warmup_ratio,
-        )
+        if scheduler is not None and optimizer is None:
+            raise ValueError("a scheduler was given without its optimizer: pass optimizer= as well")
+        if optimizer is None:
+            groups = param_groups(self.model, config.weight_decay, layerwise_lr_decay=config.layerwise_lr_decay)
+            optimizer = build_optimizer(
+                groups,
+                name=config.optimizer,
+                lr=config.lr,
+                betas=config.adam_betas,
+                eps=config.adam_eps,
+                weight_decay=config.weight_decay,
+            )
+        self.optimizer = optimizer
+        if scheduler is None:
+            scheduler = build_scheduler(
+                optimizer,
+                config.scheduler,
+                num_training_steps=self.max_steps,
+                warmup_steps=config.warmup_steps,
+                warmup_ratio=config.warmup_ratio,
+            )
+        self.scheduler = scheduler
         self.output_dir = Path(config.output_dir) if config.output_dir else None
         self.state = TrainState(
             max_steps=self.max_steps,

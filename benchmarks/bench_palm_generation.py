@@ -1,0 +1,193 @@
+"""PALM generation vs Hugging Face BartForConditionalGeneration of the same shape: tokens/s and peak memory.
+
+Both models are randomly initialised with the same shape (palm.ch.base by default: 12 + 12 layers, hidden 768,
+12 heads, FFN 3072, vocabulary 21504), get the same source batch and generate exactly the same number of tokens:
+EOS is banned until the length limit (ours: ``min_length = max_new_tokens``; transformers: ``min_new_tokens =
+max_new_tokens``). Greedy and beam search (4 beams) are measured. Speed: both models in one subprocess, one
+warm-up call each, then ``--repeats`` rounds alternating the two (so drifting load on a shared machine hits both
+alike); the median is reported. tokens/s counts the returned tokens (batch x new tokens, encoder included), not the
+beams explored. Peak memory: each implementation alone in its own subprocess (a warm-up and one timed call),
+VmHWM, and in brackets its rise over the resident size once the model is built.
+
+    python benchmarks/bench_palm_generation.py [--batch 4 --src 64 --new 32 --threads 2 --repeats 3 --shapes base,small]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+# name -> (layers per stack, hidden, heads, FFN, vocabulary)
+SHAPES = {
+    "base": (12, 768, 12, 3072, 21504),  # palm.ch.base
+    "small": (4, 256, 4, 1024, 21504),  # where per-step framework overhead, not weight traffic, dominates
+}
+
+
+def _status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _reset_peak() -> None:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def _build(impl: str, args):
+    import torch
+
+    torch.manual_seed(0)
+    if impl == "hf":
+        from transformers import BartConfig, BartForConditionalGeneration
+
+        config = BartConfig(
+            vocab_size=args.vocab, d_model=args.hidden, encoder_layers=args.layers, decoder_layers=args.layers,
+            encoder_attention_heads=args.heads, decoder_attention_heads=args.heads, encoder_ffn_dim=args.ffn,
+            decoder_ffn_dim=args.ffn, max_position_embeddings=1024, pad_token_id=0, bos_token_id=101,
+            eos_token_id=102, decoder_start_token_id=101, forced_bos_token_id=None, forced_eos_token_id=None,
+        )  # fmt: skip
+        return BartForConditionalGeneration(config).eval()
+    from alicemind.palm import PalmConfig, PalmForConditionalGeneration
+
+    config = PalmConfig.from_preset(
+        "palm.ch.base", vocab_size=args.vocab, hidden_size=args.hidden, num_hidden_layers=args.layers,
+        dec_hidden_layers=args.layers, num_attention_heads=args.heads, intermediate_size=args.ffn,
+        real_vocab_size=None,
+    )  # fmt: skip
+    return PalmForConditionalGeneration(config).eval()
+
+
+def _runner(impl: str, args, beams: int):
+    """A model of ``impl`` and a function generating exactly ``args.new`` tokens per source with it."""
+    import torch
+
+    model = _build(impl, args)
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(1000, args.vocab, (args.batch, args.src), generator=g)
+    mask = torch.ones_like(ids)
+    new = args.new
+    if impl == "hf":
+        from transformers import GenerationConfig as HFConfig
+
+        hf_config = HFConfig(
+            max_new_tokens=new, min_new_tokens=new, num_beams=beams, do_sample=False, early_stopping=True,
+            length_penalty=1.0, eos_token_id=102, pad_token_id=0, decoder_start_token_id=101,
+        )  # fmt: skip
+        return lambda: model.generate(input_ids=ids, attention_mask=mask, generation_config=hf_config)
+
+    from alicemind.core.generation import GenerationConfig, generate
+
+    config = GenerationConfig(**model.generation_defaults(), max_new_tokens=new, min_length=new, num_beams=beams)
+    return lambda: generate(model, ids, mask, config).sequences
+
+
+def worker(args) -> dict:
+    """``--impl both``: time the two alternately in this process (drifting machine load hits both alike);
+    ``--impl ours|hf``: one warm-up and one timed call alone, for its peak memory."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    impls = ("hf", "ours") if args.impl == "both" else (args.impl,)
+    runs = {impl: _runner(impl, args, args.beams) for impl in impls}
+    times = {impl: [] for impl in impls}
+    base = _status_mb("VmRSS")
+    _reset_peak()
+    with torch.inference_mode():
+        for impl, run in runs.items():
+            out = run()  # warm-up
+            assert out.shape == (args.batch, args.new + 1), f"{impl} returned {tuple(out.shape)}"
+        for _ in range(args.repeats if args.impl == "both" else 1):
+            for impl, run in runs.items():
+                start = time.perf_counter()
+                run()
+                times[impl].append(time.perf_counter() - start)
+    result = {f"{impl}_tokens_per_s": args.batch * args.new / statistics.median(t) for impl, t in times.items()}
+    result.update(peak_mb=_status_mb("VmHWM"), peak_over_model_mb=_status_mb("VmHWM") - base)
+    return result
+
+
+def measure(args, impl: str, beams: int) -> dict:
+    cmd = [sys.executable, __file__, "--worker", "--impl", impl, "--beams", str(beams)]
+    for key in ("batch", "src", "new", "threads", "repeats", "layers", "hidden", "heads", "ffn", "vocab"):
+        cmd += [f"--{key}", str(getattr(args, key))]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise RuntimeError(f"worker {impl} beams={beams} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--impl", choices=("ours", "hf", "both"), help=argparse.SUPPRESS)
+    p.add_argument("--beams", type=int, default=1, help=argparse.SUPPRESS)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--src", type=int, default=64, help="source tokens")
+    p.add_argument("--new", type=int, default=32, help="generated tokens per output")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--shapes", default="base,small", help=f"comma-separated, from {sorted(SHAPES)}")
+    p.add_argument("--layers", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--hidden", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--heads", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--ffn", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--vocab", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--no-write", action="store_true", help="print only")
+    args = p.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return
+
+    import torch
+    import transformers
+
+    mode = {1: "greedy", 4: "beam 4"}
+    lines = [
+        f"PALM generation vs transformers {transformers.__version__} BartForConditionalGeneration (same shape, random "
+        f"weights), torch {torch.__version__}, {platform.processor() or platform.machine()}, CPU, "
+        f"{args.threads} thread(s).",
+        f"Batch {args.batch}, source {args.src} tokens, exactly {args.new} new tokens per output; median of "
+        f"{args.repeats} alternating runs after a warm-up; peak memory of each alone in its own process.",
+        "",
+        "| shape | decoding | ours tokens/s | HF tokens/s | speed-up | ours peak MB (over model) "
+        "| HF peak MB (over model) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for shape in args.shapes.split(","):
+        args.layers, args.hidden, args.heads, args.ffn, args.vocab = SHAPES[shape]
+        label = f"{shape}: {args.layers}+{args.layers} x {args.hidden}, {args.heads} heads, FFN {args.ffn}"
+        for beams in (1, 4):
+            speed = measure(args, "both", beams)
+            hf, ours = measure(args, "hf", beams), measure(args, "ours", beams)
+            ours_tps, hf_tps = speed["ours_tokens_per_s"], speed["hf_tokens_per_s"]
+            lines.append(
+                f"| {label} | {mode[beams]} | {ours_tps:.1f} | {hf_tps:.1f} | {ours_tps / hf_tps:.2f}x | "
+                f"{ours['peak_mb']:.0f} ({ours['peak_over_model_mb']:.0f}) | {hf['peak_mb']:.0f} "
+                f"({hf['peak_over_model_mb']:.0f}) |"
+            )
+            print(lines[-1], flush=True)
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    lines.append(f"\nLoad average at the end of the run: {load} (on a shared machine, timings vary with it).")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if not args.no_write:
+        RESULTS.mkdir(exist_ok=True)
+        command = "python benchmarks/bench_palm_generation.py " + " ".join(sys.argv[1:])
+        (RESULTS / "palm_generation.md").write_text(f"# PALM generation throughput\n\n`{command.strip()}`\n\n{text}")
+
+
+if __name__ == "__main__":
+    main()

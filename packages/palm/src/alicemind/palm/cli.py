@@ -1,0 +1,158 @@
+"""``alicemind palm VERB``: convert, download, pretrain, finetune, generate, evaluate, reproduce."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from alicemind.core.checkpoint import CheckpointError
+from alicemind.core.cli import CliError, add_recipe_arguments, apply_overrides, load_recipe, recipe_from_args
+
+PACKAGE = "palm"
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from alicemind.palm.convert import convert_checkpoint, load_model
+
+    if not Path(args.src).exists():
+        raise CliError(f"no checkpoint at {args.src}", prog="alicemind palm convert")
+    try:
+        out = convert_checkpoint(args.src, args.dst)
+    except CheckpointError as err:
+        raise CliError(str(err), prog="alicemind palm convert") from None
+    model = load_model(out)
+    print(f"read {args.src} -> wrote {out} ({type(model).__name__}, {model.num_parameters():,} parameters)")
+    return 0
+
+
+def _download(args: argparse.Namespace) -> int:
+    from alicemind.core.hub import HubError, fetch_checkpoint, get_checkpoint
+    from alicemind.palm import hub  # noqa: F401  (registers the releases)
+    from alicemind.palm.convert import convert_checkpoint
+
+    if args.offline:
+        os.environ["ALICEMIND_OFFLINE"] = "1"
+    try:
+        entry = get_checkpoint(args.name)
+        path = fetch_checkpoint(args.name, offline=args.offline or None, force=args.force)
+    except KeyError as err:
+        raise CliError(str(err.args[0]), prog="alicemind palm download") from None
+    except HubError as err:
+        raise CliError(str(err), prog="alicemind palm download") from None
+    print(f"{entry.name}: {path}")
+    if not args.no_convert:
+        out = convert_checkpoint(path, Path(args.output) if args.output else path.parent / "alicemind")
+        print(f"converted -> {out}")
+    return 0
+
+
+def _recipe(args: argparse.Namespace) -> dict:
+    return recipe_from_args(PACKAGE, args)
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    from alicemind.palm.runner import finetune
+
+    result = finetune(_recipe(args))
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from alicemind.palm.runner import pretrain
+
+    result = pretrain(_recipe(args))
+    print(json.dumps({k: v for k, v in result.items() if k != "history"}, indent=1))
+    return 0
+
+
+def _read_lines(path: str) -> list[str]:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"input file not found: {p}")
+    return [line.rstrip("\n") for line in p.read_text(encoding="utf-8").splitlines()]
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from alicemind.palm.runner import generate_texts, generation_config, load_model_and_tokenizer
+
+    recipe = _recipe(args)
+    model, tokenizer, _ = load_model_and_tokenizer(args.model, recipe.get("tokenizer"))
+    sources = _read_lines(args.input)
+    outputs = generate_texts(model, tokenizer, sources, generation_config(model, recipe.get("generation")),
+                             max_source_length=recipe["max_source_length"], batch_size=recipe["batch_size"])  # fmt: skip
+    text = "\n".join(outputs) + "\n"
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        print(text, end="")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from alicemind.palm.runner import evaluate_texts
+
+    predictions, references = _read_lines(args.predictions), _read_lines(args.references)
+    if len(predictions) != len(references):
+        raise CliError(
+            f"{len(predictions)} predictions but {len(references)} references", prog="alicemind palm evaluate"
+        )
+    print(json.dumps(evaluate_texts(predictions, references, lang=args.lang), indent=1))
+    return 0
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from alicemind.palm.runner import format_table, reproduce
+
+    recipe = apply_overrides(load_recipe(PACKAGE, args.recipe), args.overrides)
+    if not recipe.get("data_dir"):
+        raise CliError("set data_dir=FOLDER (it must hold the task files listed in the recipe)", prog="alicemind palm")
+    print(format_table(reproduce(recipe, only=args.tasks or ())))
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add ``palm`` and its verbs to the ``alicemind`` command."""
+    parser = subparsers.add_parser("palm", help="PALM: convert, download, pre-train, fine-tune, generate, evaluate")
+    verbs = parser.add_subparsers(title="verbs", dest="verb", metavar="VERB", required=True)
+
+    p = verbs.add_parser("convert", help="convert a released PALM checkpoint (sofa Chinese folder, PALM EN pickle)")
+    p.add_argument("src", help="sofa folder (palm_model.pt), model_palm_en_base.pt (or its folder), or ours")
+    p.add_argument("dst", help="output folder (config.json + model.safetensors + tokenizer files)")
+    p.set_defaults(func=_convert)
+
+    p = verbs.add_parser("download", help="download palm.ch.base / palm.en.base and convert it")
+    p.add_argument("name", help="registered checkpoint (palm.ch.base, palm.en.base)")
+    p.add_argument("--offline", action="store_true", help="never touch the network; fail clearly if not cached")
+    p.add_argument("--force", action="store_true", help="download again even if cached")
+    p.add_argument("--no-convert", action="store_true", help="only download")
+    p.add_argument("--output", help="folder for the converted model (default: beside the cached files)")
+    p.set_defaults(func=_download)
+
+    p = verbs.add_parser("pretrain", help="joint PALM pre-training (MLM + continuation) on a raw corpus")
+    add_recipe_arguments(p, default="pretrain")
+    p.set_defaults(func=_pretrain)
+
+    p = verbs.add_parser("finetune", help="fine-tune on source<TAB>target pairs, then evaluate generation")
+    add_recipe_arguments(p)
+    p.set_defaults(func=_finetune)
+
+    p = verbs.add_parser("generate", help="generate one output per input line")
+    p.add_argument("--model", required=True, help="checkpoint folder or registered name")
+    p.add_argument("--input", required=True, help="text file, one source per line")
+    p.add_argument("--output", help="write here instead of stdout")
+    add_recipe_arguments(p, default="generate")
+    p.set_defaults(func=_generate)
+
+    p = verbs.add_parser("evaluate", help="BLEU-1..4 and ROUGE of predictions against references (one per line)")
+    p.add_argument("--predictions", required=True)
+    p.add_argument("--references", required=True)
+    p.add_argument("--lang", choices=("zh", "en"), default="zh", help="zh scores characters, en words")
+    p.set_defaults(func=_evaluate)
+
+    p = verbs.add_parser("reproduce", help="fine-tune + evaluate the published table (DuReaderQG, -Robust, LCSTS)")
+    add_recipe_arguments(p, default="reproduce")
+    p.add_argument("--tasks", nargs="*", help="only these tasks (default: all in the recipe)")
+    p.set_defaults(func=_reproduce)

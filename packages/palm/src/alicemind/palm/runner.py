@@ -1,0 +1,240 @@
+"""What the ``alicemind palm`` verbs do, as plain functions over recipe dicts (see ``recipes/*.yaml``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from alicemind.core.generation import GenerationConfig, generate
+from alicemind.core.metrics import corpus_bleu, ngram_bleu, rouge
+from alicemind.core.tokenization import BaseTokenizer
+from alicemind.core.training import Trainer, TrainingConfig
+from alicemind.palm.config import PalmConfig
+from alicemind.palm.convert import load_model, locate_checkpoint
+from alicemind.palm.data import encode_pairs, encode_sources, read_pairs, seq2seq_collator
+from alicemind.palm.model import PalmForConditionalGeneration
+from alicemind.palm.tokenization import detokenize, load_tokenizer
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_checkpoint(spec: str | Path) -> Path:
+    """A local path, or a registered checkpoint name (downloaded and extracted on first use)."""
+    path = Path(spec)
+    if path.exists():
+        return path
+    import alicemind.palm.hub  # noqa: F401  (registers the releases)
+    from alicemind.core.hub import fetch_checkpoint, get_checkpoint
+
+    try:
+        get_checkpoint(str(spec))
+    except KeyError as err:
+        raise FileNotFoundError(f"{spec!r} is neither a path nor a registered checkpoint ({err.args[0]})") from None
+    return fetch_checkpoint(str(spec))
+
+
+def load_model_and_tokenizer(spec: str | Path, tokenizer: str | Path | None = None, **overrides: Any):
+    """(model, tokenizer, folder) from a checkpoint path or name; the tokenizer defaults to the checkpoint's."""
+    folder, _ = locate_checkpoint(resolve_checkpoint(spec))
+    model = load_model(folder, **overrides)
+    tok = load_tokenizer(tokenizer or (folder if folder.is_dir() else folder.parent))
+    return model, tok, folder
+
+
+def generation_config(model: PalmForConditionalGeneration, values: dict[str, Any] | None) -> GenerationConfig:
+    """The recipe's ``generation`` section over the model's special-token defaults."""
+    return GenerationConfig.from_dict({**model.generation_defaults(), **(values or {})})
+
+
+def generate_texts(
+    model: PalmForConditionalGeneration,
+    tokenizer: BaseTokenizer,
+    sources: Sequence[str],
+    config: GenerationConfig,
+    *,
+    max_source_length: int,
+    batch_size: int = 32,
+) -> list[str]:
+    """Decode ``sources`` in batches; Chinese outputs lose the spaces WordPiece decoding puts between characters."""
+    model.eval()
+    device = next(model.parameters()).device
+    outputs: list[str] = []
+    for start in range(0, len(sources), batch_size):
+        batch = encode_sources(tokenizer, sources[start : start + batch_size], max_source_length=max_source_length)
+        result = generate(model, batch["input_ids"].to(device), batch["attention_mask"].to(device), config)
+        step = config.num_return_sequences
+        for row in range(0, result.sequences.shape[0], step):  # the best sequence of each source
+            ids = result.sequences[row, 1 : 1 + int(result.lengths[row])].tolist()
+            text = tokenizer.decode(ids, skip_special_tokens=True)
+            outputs.append(detokenize(text) if model.config.architecture == "sofa-zh" else text.strip())
+    return outputs
+
+
+def evaluate_texts(predictions: Sequence[str], references: Sequence[str], *, lang: str) -> dict[str, float]:
+    """BLEU-1..4 and ROUGE-1/2/L: characters for Chinese (as sofa's DuReader evaluation), words for English."""
+    if lang == "zh":
+        scores = ngram_bleu(predictions, references, tokenize="char")
+        scores["bleu"] = corpus_bleu(predictions, references, tokenize="zh")
+    else:
+        scores = ngram_bleu(predictions, references, tokenize="whitespace")
+        scores["bleu"] = corpus_bleu(predictions, references)
+    r = rouge(predictions, references, lang=lang, use_stemmer=lang == "en")
+    scores.update({"rouge-1": r["rouge1"], "rouge-2": r["rouge2"], "rouge-l": r["rougeL"]})
+    return scores
+
+
+def _training_config(values: dict[str, Any]) -> TrainingConfig:
+    return TrainingConfig.from_dict(dict(values))
+
+
+def finetune(recipe: dict[str, Any]) -> dict[str, Any]:
+    """Fine-tune on ``data.train``; evaluate generation on ``data.valid`` (if given); save to the output folder.
+
+    Returns ``{"output_dir", "train_loss", "metrics"}``.
+    """
+    data, training = recipe["data"], dict(recipe["training"])
+    if not data.get("train"):
+        raise FileNotFoundError("the recipe has no training data: set data.train=PATH (and data.valid=PATH)")
+    model, tokenizer, _ = load_model_and_tokenizer(recipe["model"], recipe.get("tokenizer"), **recipe.get("config", {}))
+    limit = data.get("limit")
+    features = encode_pairs(
+        tokenizer,
+        read_pairs(data["train"], limit=limit),
+        max_source_length=data["max_source_length"],
+        max_target_length=data["max_target_length"],
+    )
+    loader = DataLoader(
+        features,
+        batch_size=training.get("per_device_batch_size") or 16,
+        shuffle=True,
+        collate_fn=seq2seq_collator(model.config.pad_token_id),
+        generator=torch.Generator().manual_seed(training.get("seed", 42)),
+    )
+    smoothing = float(recipe.get("label_smoothing", 0.0))
+    optimizer = scheduler = None
+    if (recipe.get("optim") or {}).get("style") == "presumm-noam":
+        optimizer, scheduler = presumm_optimizer(model, recipe["optim"])
+    trainer = Trainer(
+        model,
+        _training_config(training),
+        loader,
+        compute_loss=lambda m, batch: m(**batch, label_smoothing=smoothing),
+        optimizer=optimizer,
+        scheduler=scheduler,
+    )
+    state = trainer.train()
+    out = Path(training.get("output_dir") or "runs/palm-finetune") / "final"
+    trainer.model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    metrics = {}
+    if data.get("valid"):
+        pairs = read_pairs(data["valid"], limit=data.get("eval_limit"))
+        predictions = generate_texts(
+            trainer.model,
+            tokenizer,
+            [s for s, _ in pairs],
+            generation_config(trainer.model, recipe.get("generation")),
+            max_source_length=data["max_source_length"],
+        )
+        metrics = evaluate_texts(predictions, [t for _, t in pairs], lang=recipe.get("lang", "zh"))
+        (out / "eval_predictions.txt").write_text("\n".join(predictions) + "\n", encoding="utf-8")
+        (out / "eval_metrics.json").write_text(json.dumps(metrics, indent=1))
+    return {"output_dir": str(out), "train_loss": state.loss, "metrics": metrics}
+
+
+def pretrain(recipe: dict[str, Any]) -> dict[str, Any]:
+    """Joint PALM pre-training (MLM on the context + generation of the continuation) on a raw-text corpus."""
+    from alicemind.core.data import read_documents
+    from alicemind.palm.pretraining import (
+        PalmForPreTraining,
+        PretrainingCollator,
+        PretrainingDataConfig,
+        build_instances,
+    )
+
+    if not recipe.get("corpus"):
+        raise FileNotFoundError("the recipe has no corpus: set corpus=PATH (text, blank line between documents)")
+    tokenizer = load_tokenizer(recipe["tokenizer"])
+    model_spec = recipe["model"]
+    if model_spec.get("init"):  # continue from a checkpoint (its MLM head is random if it has none)
+        model = PalmForPreTraining.from_pretrained(locate_checkpoint(resolve_checkpoint(model_spec["init"]))[0])
+    else:
+        config = PalmConfig.from_preset(model_spec["preset"], vocab_size=len(tokenizer), **model_spec.get("config", {}))
+        model = PalmForPreTraining(config)
+    data = PretrainingDataConfig(**recipe["data"])
+    docs = [tokenizer(" ".join(doc), add_special_tokens=False)["input_ids"] for doc in read_documents(recipe["corpus"])]
+    c = model.config
+    instances = build_instances(docs, data, bos_token_id=c.bos_token_id, eos_token_id=c.eos_token_id,
+                                rng=random.Random(recipe["training"].get("seed", 42)))  # fmt: skip
+    collate = PretrainingCollator(
+        pad_token_id=c.pad_token_id,
+        mask_token_id=tokenizer.mask_token_id,
+        vocab_size=c.real_vocab_size or c.vocab_size,
+        special_ids=tokenizer.all_special_ids,
+        mlm_probability=data.mlm_probability,
+    )
+    training = dict(recipe["training"])
+    loader = DataLoader(instances, batch_size=training.get("per_device_batch_size") or 32, shuffle=True,
+                        collate_fn=collate)  # fmt: skip
+    trainer = Trainer(model, _training_config(training), loader)
+    state = trainer.train()
+    out = Path(training.get("output_dir") or "runs/palm-pretrain") / "final"
+    trainer.model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return {"output_dir": str(out), "instances": len(instances), "history": state.log_history}
+
+
+def presumm_optimizer(model: torch.nn.Module, values: dict[str, Any]):
+    """PreSumm's two Adams as one optimizer with two groups (encoder = ``embeddings``/``encoder``, decoder = the
+    rest), each with the Noam schedule ``lr * min(step^-0.5, step * warmup^-1.5)`` (peak ``lr / sqrt(warmup)``)."""
+    encoder, decoder = [], []
+    for name, param in model.named_parameters():
+        (encoder if name.startswith(("embeddings.", "encoder.")) else decoder).append(param)
+    groups = [
+        {"params": encoder, "lr": float(values["lr_encoder"]), "warmup": int(values["warmup_encoder"])},
+        {"params": decoder, "lr": float(values["lr_decoder"]), "warmup": int(values["warmup_decoder"])},
+    ]
+    betas = tuple(values.get("betas", (0.9, 0.999)))
+    optimizer = torch.optim.Adam(groups, betas=betas, eps=float(values.get("eps", 1e-9)))
+
+    def noam(warmup: int):
+        return lambda step: min((step + 1) ** -0.5, (step + 1) * warmup**-1.5)
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [noam(g["warmup"]) for g in groups])
+    return optimizer, scheduler
+
+
+def reproduce(recipe: dict[str, Any], *, only: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Fine-tune and evaluate every task of the published table; rows of ours beside published."""
+    from alicemind.core.cli import apply_overrides, load_recipe
+
+    data_dir = Path(recipe.get("data_dir") or ".")
+    rows = []
+    for name, task in recipe["tasks"].items():
+        if only and name not in only:
+            continue
+        task_recipe = load_recipe("palm", task["recipe"])
+        task_recipe = apply_overrides(task_recipe, list(recipe.get("overrides") or []))
+        task_recipe["data"]["train"] = str(data_dir / task["train"])
+        task_recipe["data"]["valid"] = str(data_dir / task["valid"])
+        result = finetune(task_recipe)
+        published = task_recipe.get("published", {})
+        for metric, value in published.items():
+            rows.append({"task": name, "metric": metric, "ours": result["metrics"].get(metric), "published": value})
+    return rows
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    """A Markdown table of :func:`reproduce` rows."""
+    lines = ["| task | metric | ours | published |", "|---|---|---|---|"]
+    for r in rows:
+        ours = "-" if r["ours"] is None else f"{r['ours']:.4f}"
+        lines.append(f"| {r['task']} | {r['metric']} | {ours} | {r['published']:.4f} |")
+    return "\n".join(lines)

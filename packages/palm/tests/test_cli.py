@@ -1,0 +1,141 @@
+"""The ``alicemind palm`` verbs and the shipped recipes."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import tarfile
+import threading
+
+import pytest
+import torch
+
+from alicemind.core.cli import list_recipes, load_recipe, main
+from alicemind.core.generation import GenerationConfig
+from alicemind.core.hub import CheckpointEntry, register_checkpoint, unregister_checkpoint
+from alicemind.core.training import TrainingConfig
+from alicemind.palm import PalmForConditionalGeneration, PalmForPreTraining, load_model, load_tokenizer
+
+from .releases import sofa_state_dict, write_sofa_folder
+
+CHARS = "天气今明后晴雨多云风大小温度高低北京上海问答是什么哪里"
+
+
+@pytest.fixture
+def tiny_zh_folder(tmp_path, make_config):
+    """A random tiny Chinese PALM saved in our layout with a WordPiece vocab.txt."""
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *CHARS]
+    config = make_config("sofa-zh", vocab_size=len(vocab), pad_token_id=0, bos_token_id=2, eos_token_id=3)
+    torch.manual_seed(0)
+    folder = tmp_path / "tiny"
+    PalmForConditionalGeneration(config).save_pretrained(folder)
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    return folder
+
+
+def test_recipes_state_source_and_build_valid_configs(make_model):
+    names = list_recipes("palm")
+    assert {"pretrain", "generate", "reproduce", "finetune-cnndm", "finetune-lcsts", "finetune-dureader-qg"} <= set(
+        names
+    )
+    model = make_model("sofa-zh")
+    for name in names:
+        recipe = load_recipe("palm", name)
+        assert recipe, name
+        if "training" in recipe:
+            TrainingConfig.from_dict(recipe["training"])
+        if "generation" in recipe:
+            GenerationConfig.from_dict({**model.generation_defaults(), **recipe["generation"]})
+    for task in load_recipe("palm", "reproduce")["tasks"].values():
+        assert set(load_recipe("palm", task["recipe"])["published"]) == {"bleu-1", "bleu-4", "rouge-l"}
+
+
+def test_recipe_files_say_where_they_come_from():
+    import importlib.resources
+
+    folder = importlib.resources.files("alicemind.palm") / "recipes"
+    for item in folder.iterdir():
+        if item.name.endswith(".yaml"):
+            assert item.read_text(encoding="utf-8").startswith("# Source:"), item.name
+
+
+def test_convert_verb(tmp_path, capsys):
+    write_sofa_folder(tmp_path / "sofa", sofa_state_dict())
+    assert main(["palm", "convert", str(tmp_path / "sofa"), str(tmp_path / "out")]) == 0
+    assert "PalmForPreTraining" in capsys.readouterr().out
+    assert isinstance(load_model(tmp_path / "out"), PalmForPreTraining)
+    assert main(["palm", "convert", str(tmp_path / "missing"), str(tmp_path / "x")]) == 2
+
+
+def test_download_verb_from_a_local_server(tmp_path, monkeypatch, capsys):
+    # A release tarball holding one top-level folder, served over HTTP on 127.0.0.1.
+    write_sofa_folder(tmp_path / "srv" / "chinese-palm-base", sofa_state_dict())
+    with tarfile.open(tmp_path / "srv" / "tiny.tar.gz", "w:gz") as tar:
+        tar.add(tmp_path / "srv" / "chinese-palm-base", arcname="chinese-palm-base")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "srv"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("ALICEMIND_CACHE", str(tmp_path / "cache"))
+    entry = CheckpointEntry(name="palm.test.tiny", family="palm", filename="tiny.tar.gz", format="sofa-dir-tar",
+                            url=f"http://127.0.0.1:{server.server_address[1]}/tiny.tar.gz", archive=True)  # fmt: skip
+    register_checkpoint(entry)
+    try:
+        assert main(["palm", "download", "palm.test.tiny", "--output", str(tmp_path / "ours")]) == 0
+    finally:
+        unregister_checkpoint("palm.test.tiny")
+        server.shutdown()
+    assert (tmp_path / "ours" / "vocab.txt").is_file()
+    assert load_model(tmp_path / "ours").source_format == "alicemind"
+
+
+def test_english_release_explains_manual_download(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ALICEMIND_CACHE", str(tmp_path))
+    monkeypatch.delenv("ALICEMIND_OFFLINE", raising=False)
+    assert main(["palm", "download", "palm.en.base"]) == 2
+    err = capsys.readouterr().err
+    assert "drive.google.com" in err and "palm_model_and_data.tar.gz" in err and str(tmp_path) in err
+
+
+def test_finetune_generate_evaluate_verbs(tiny_zh_folder, tmp_path, capsys):
+    pairs = ["天气晴\t天气晴", "明天雨\t明天雨", "北京大风\t北京大风", "上海多云\t上海多云"]
+    (tmp_path / "train.tsv").write_text("\n".join(pairs * 4) + "\n", encoding="utf-8")
+    (tmp_path / "dev.tsv").write_text("\n".join(pairs) + "\n", encoding="utf-8")
+    out_dir = tmp_path / "run"
+    args = ["palm", "finetune", "--recipe", "finetune-dureader-qg", f"model={tiny_zh_folder}",
+            f"data.train={tmp_path / 'train.tsv'}", f"data.valid={tmp_path / 'dev.tsv'}", "data.max_target_length=8",
+            "training.num_epochs=null", "+training.max_steps=3", "training.per_device_batch_size=4",
+            "+training.progress_bar=false", "training.precision=fp32", "+training.device=cpu",
+            f"training.output_dir={out_dir}", "generation.num_beams=2", "generation.max_new_tokens=6"]  # fmt: skip
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    final = out_dir / "final"
+    assert result["output_dir"] == str(final) and result["train_loss"] > 0
+    assert set(result["metrics"]) >= {"bleu-1", "bleu-4", "rouge-l"}
+    assert all(0.0 <= v <= 1.0 for v in result["metrics"].values())
+    predictions = (final / "eval_predictions.txt").read_text(encoding="utf-8").splitlines()
+    assert len(predictions) == len(pairs)
+    assert isinstance(load_tokenizer(final).decode([5, 6]), str)
+
+    (tmp_path / "in.txt").write_text("天气晴\n北京大风\n", encoding="utf-8")
+    gen = ["palm", "generate", "--model", str(final), "--input", str(tmp_path / "in.txt"), "--output",
+           str(tmp_path / "gen.txt"), "generation.num_beams=1", "generation.max_new_tokens=5"]  # fmt: skip
+    assert main(gen) == 0
+    generated = (tmp_path / "gen.txt").read_text(encoding="utf-8").splitlines()
+    assert len(generated) == 2 and all(" " not in line for line in generated)  # Chinese output is detokenised
+
+    (tmp_path / "ref.txt").write_text("天气晴朗\n北京大风\n", encoding="utf-8")
+    (tmp_path / "hyp.txt").write_text("天气晴朗\n北京大风\n", encoding="utf-8")
+    ev = ["palm", "evaluate", "--predictions", str(tmp_path / "hyp.txt"), "--references", str(tmp_path / "ref.txt")]
+    assert main(ev) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert scores["bleu-1"] == pytest.approx(1.0) and scores["rouge-l"] == pytest.approx(1.0)
+    (tmp_path / "hyp.txt").write_text("天气\n北京\n", encoding="utf-8")
+    assert main(ev) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert scores["bleu-1"] < 1.0 and 0.0 < scores["rouge-l"] < 1.0
+
+
+def test_unknown_recipe_key_is_a_clean_error(capsys):
+    assert main(["palm", "finetune", "--recipe", "finetune-lcsts", "trainig.lr=1"]) == 2
+    assert "training" in capsys.readouterr().err

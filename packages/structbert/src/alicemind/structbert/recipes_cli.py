@@ -1,0 +1,138 @@
+"""Training verbs of ``alicemind structbert``: pretrain, finetune, evaluate, predict, reproduce, demo.
+
+Recipes are YAML files in ``alicemind/structbert/recipes``; every verb that takes ``--recipe`` also takes
+``key=value`` overrides (``training.lr=2e-5``, ``task=mnli,qqp``, ``data_dir=...``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from alicemind.core.cli import add_recipe_arguments, recipe_from_args
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from alicemind.structbert.pretraining import run_pretraining
+
+    result = run_pretraining(recipe_from_args("structbert", args), progress_bar=not args.no_progress)
+    print(f"pre-trained on {result.num_instances} instances -> {result.model_dir}")
+    for name in sorted(set(result.initial) | set(result.final)):
+        print(f"  held-out {name}: {result.initial.get(name, float('nan')):.4f} -> {result.final.get(name):.4f}")
+    return 0
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    from alicemind.structbert.finetuning import run_finetune
+
+    result = run_finetune(recipe_from_args("structbert", args), progress_bar=not args.no_progress)
+    print(f"fine-tuned -> {result.model_dir}")
+    print(json.dumps(result.metrics, indent=1))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from alicemind.structbert.finetuning import run_evaluate
+
+    output = args.output or Path(args.model).resolve().parent / f"eval_{args.split}.json"
+    metrics = run_evaluate(args.model, args.data_dir, output, split=args.split, batch_size=args.batch_size)
+    print(json.dumps(metrics, indent=1))
+    print(f"wrote {output}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from alicemind.structbert.finetuning import run_predict
+
+    output = args.output or Path(args.model).resolve().parent / "submission"
+    for path in run_predict(args.model, args.data_dir, output, batch_size=args.batch_size):
+        print(f"wrote {path}")
+    return 0
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from alicemind.structbert.reproduce import run_reproduce
+
+    report = run_reproduce(
+        args.table,
+        checkpoint=args.checkpoint,
+        data_dir=args.data_dir,
+        seeds=args.seeds,
+        output_dir=args.output,
+        overrides=args.overrides,
+        progress_bar=not args.no_progress,
+    )
+    print(report.markdown)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from alicemind.structbert.demo import run_demo
+
+    run_demo(args.output, quick=args.quick, progress_bar=not args.no_progress)
+    return 0
+
+
+def _model_args(parser: argparse.ArgumentParser, output_help: str) -> None:
+    parser.add_argument("--model", required=True, help="a folder written by 'alicemind structbert finetune'")
+    parser.add_argument("--data-dir", required=True, help="task folder (or parent of one folder per task)")
+    parser.add_argument("--output", help=output_help)
+    parser.add_argument("--batch-size", type=int, default=32)
+
+
+def add_parser(verbs) -> None:
+    """Add the training verbs to the ``alicemind structbert`` sub-parsers."""
+    pretrain = verbs.add_parser(
+        "pretrain",
+        help="pre-train with MLM + word structure (WSO) + sentence structure (SSO) on raw documents",
+        description="Raw documents -> WordPiece -> MLM/WSO/SSO instances -> memory-mapped shards -> training. "
+        "Example: alicemind structbert pretrain --recipe pretrain-demo corpus=docs.txt",
+    )
+    add_recipe_arguments(pretrain, default="pretrain-demo")
+    pretrain.add_argument("--no-progress", action="store_true", help="no progress bar")
+    pretrain.set_defaults(func=_pretrain)
+
+    finetune = verbs.add_parser(
+        "finetune",
+        help="fine-tune on GLUE/CLUE tasks (task=a,b for multi-task)",
+        description="Example: alicemind structbert finetune --recipe glue-mnli data_dir=glue/MNLI model=ckpt/",
+    )
+    add_recipe_arguments(finetune)
+    finetune.add_argument("--no-progress", action="store_true", help="no progress bar")
+    finetune.set_defaults(func=_finetune)
+
+    evaluate = verbs.add_parser("evaluate", help="metrics of a fine-tuned model on a split (writes JSON)")
+    _model_args(evaluate, "metrics JSON path (default: eval_<split>.json beside the model folder)")
+    evaluate.add_argument("--split", default="dev", help="dev (default), dev_mismatched, train, ...")
+    evaluate.set_defaults(func=_evaluate)
+
+    predict = verbs.add_parser("predict", help="write GLUE (TSV) / CLUE (JSONL) test-set submission files")
+    _model_args(predict, "folder for the submission files")
+    predict.set_defaults(func=_predict)
+
+    reproduce = verbs.add_parser(
+        "reproduce",
+        help="run every task of a published table over N seeds; report ours beside the published numbers",
+        description="Tables: reproduce-structbert-en (MNLI QNLIv2 QQP SST-2 MRPC), reproduce-structbert-ch "
+        "(CMNLI OCNLI TNEWS AFQMC).",
+    )
+    reproduce.add_argument("table", help="reproduce-structbert-en or reproduce-structbert-ch (or a YAML path)")
+    reproduce.add_argument("--checkpoint", required=True, help="pre-trained StructBERT folder or released file")
+    reproduce.add_argument("--data-dir", required=True, help="folder holding one sub-folder per task")
+    reproduce.add_argument("--seeds", type=int, default=1, help="number of seeds per task (default 1)")
+    reproduce.add_argument("--output", default="runs/reproduce", help="report folder")
+    reproduce.add_argument("--no-progress", action="store_true")
+    reproduce.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="applied to every task's recipe (write them after TABLE)"
+    )
+    reproduce.set_defaults(func=_reproduce)
+
+    demo = verbs.add_parser(
+        "demo",
+        help="pre-train a small StructBERT on the bundled corpus, fine-tune it, compare with scratch (~3 min CPU)",
+    )
+    demo.add_argument("--quick", action="store_true", help="a ~20 s version (fewer steps)")
+    demo.add_argument("--output", default="runs/demo", help="working folder")
+    demo.add_argument("--no-progress", action="store_true")
+    demo.set_defaults(func=_demo)

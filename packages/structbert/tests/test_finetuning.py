@@ -1,0 +1,339 @@
+"""``alicemind structbert finetune|evaluate|predict`` on tiny GLUE/CLUE-format fixtures written here."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from alicemind.core.cli import main
+from alicemind.core.data import get_task
+from alicemind.structbert import StructBertConfig, StructBertForPreTraining, StructBertForSequenceClassification
+from alicemind.structbert.finetuning import _train_loader, encode_examples, load_task_examples, resolve_tasks
+from alicemind.structbert.pretraining import train_wordpiece_vocab
+from alicemind.structbert.tokenization import StructBertTokenizer
+
+WORDS = "the cat dog sat ran on mat hill good bad red blue big small happy sad 猫 狗 在 山 上 好 坏".split()
+N_ROWS = 8
+GLUE = ["cola", "sst-2", "mrpc", "sts-b", "qqp", "mnli", "qnli", "rte", "wnli"]
+CLUE = ["afqmc", "tnews", "iflytek", "cmnli", "ocnli", "csl", "cluewsc2020"]
+
+
+def _text(rng: np.random.Generator, n: int = 6) -> str:
+    return " ".join(rng.choice(WORDS, size=n))
+
+
+def _label(task: str, i: int, rng: np.random.Generator) -> str:
+    spec = get_task(task)
+    if spec.is_regression:
+        return f"{rng.uniform(0, 5):.2f}"
+    return spec.labels[i % min(len(spec.labels), 3)]
+
+
+def _tsv_rows(task: str, split: str, rng) -> tuple[str | None, list[list[str]]]:
+    """(header, rows) in each GLUE file's real column layout."""
+    test = split.startswith("test")
+    rows = []
+    for i in range(N_ROWS):
+        a, b, y = _text(rng), _text(rng), _label(task, i, rng)
+        rows.append(
+            {
+                "cola": [str(i), a] if test else ["src", y, "*", a],
+                "sst-2": [str(i), a] if test else [a, y],
+                "mrpc": [str(i), "1", "2", a, b] if test else [y, "1", "2", a, b],
+                "sts-b": [str(i), "g", "f", "y", "o", "s1", "s2", a, b] + ([] if test else [y]),
+                "qqp": [str(i), a, b] if test else [str(i), "1", "2", a, b, y],
+                "mnli": [str(i), "p", "q", "g", "x", "x", "x", "x", a, b] + ([] if test else ["l1", y]),
+                "qnli": [str(i), a, b] + ([] if test else [y]),
+                "rte": [str(i), a, b] + ([] if test else [y]),
+                "wnli": [str(i), a, b] + ([] if test else [y]),
+            }[task]
+        )
+    width = len(rows[0])
+    header = None if (task == "cola" and not test) else "\t".join(f"h{k}" for k in range(width))
+    return header, rows
+
+
+def _clue_row(task: str, i: int, split: str, rng) -> dict:
+    a, b = _text(rng), _text(rng)
+    row = {
+        "afqmc": {"sentence1": a, "sentence2": b},
+        "cmnli": {"sentence1": a, "sentence2": b},
+        "ocnli": {"sentence1": a, "sentence2": b},
+        "tnews": {"sentence": a, "keywords": b},
+        "iflytek": {"sentence": a},
+        "csl": {"abst": a, "keyword": b.split()[:3]},
+        "cluewsc2020": {
+            "text": "猫在山上好",
+            "target": {"span1_index": 0, "span1_text": "猫", "span2_index": 3, "span2_text": "好"},
+        },  # fmt: skip
+    }[task]
+    row["id"] = i
+    if not split.startswith("test"):
+        row["label"] = _label(task, i, rng)
+    return row
+
+
+def write_task(root: Path, task: str, seed: int = 0) -> Path:
+    """A tiny copy of ``task``'s folder (train/dev/test files in the benchmark's layout) under ``root``."""
+    spec, rng = get_task(task), np.random.default_rng(seed)
+    folder = root / task.upper()
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, names in spec.files.items():
+        if split == "ax":
+            continue
+        name = names if isinstance(names, str) else names[0]
+        if spec.format == "tsv":
+            header, rows = _tsv_rows(task, split, rng)
+            lines = ([header] if header else []) + ["\t".join(r) for r in rows]
+            (folder / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+        else:
+            rows = [_clue_row(task, i, split, rng) for i in range(N_ROWS)]
+            (folder / name).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    return folder
+
+
+def tiny_checkpoint(root: Path, **config) -> Path:
+    """A random tiny pre-trained StructBERT folder with a WordPiece vocab learnt from the fixture words."""
+    root.mkdir(parents=True, exist_ok=True)
+    vocab = train_wordpiece_vocab([[" ".join(WORDS)] * 3], 120, root / "vocab.txt")
+    tokenizer = StructBertTokenizer.from_vocab_file(vocab)
+    values = dict(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                  intermediate_size=64, max_position_embeddings=128, hidden_dropout_prob=0.0,
+                  attention_probs_dropout_prob=0.0)  # fmt: skip
+    torch.manual_seed(0)
+    model = StructBertForPreTraining(StructBertConfig.from_preset("structbert.tiny", **{**values, **config}))
+    model.save_pretrained(root / "ckpt")
+    tokenizer.save_pretrained(root / "ckpt")
+    return root / "ckpt"
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("glue")
+    data = root / "data"
+    for task in GLUE + CLUE:
+        write_task(data, task)
+    return data, tiny_checkpoint(root / "model")
+
+
+STEPS = ["training.max_steps=2", "training.num_epochs=null", "training.per_device_batch_size=4"]
+
+
+@pytest.mark.parametrize("task", GLUE + CLUE)
+def test_every_task_finetunes_evaluates_and_predicts(task, workspace, tmp_path, capsys):
+    data, ckpt = workspace
+    prefix = "glue" if task in GLUE else "clue"
+    out = tmp_path / "run"
+    argv = ["structbert", "finetune", "--no-progress", "--recipe", f"{prefix}-{task}", f"data_dir={data}", f"model={ckpt}",
+            f"output_dir={out}", *STEPS]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    spec = get_task(task)
+    log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == [2] and np.isfinite(log[0]["loss"])
+
+    assert main(["structbert", "evaluate", "--model", str(out / "model"), "--data-dir", str(data),
+                 "--output", str(tmp_path / "eval.json")]) == 0  # fmt: skip
+    metrics = json.loads((tmp_path / "eval.json").read_text())["metrics"][spec.name]
+    assert set(metrics) == {*spec.metrics, "score"}
+    preds = (tmp_path / f"predictions_{spec.name}_dev.tsv").read_text().splitlines()[1:]
+    assert len(preds) == N_ROWS
+
+    sub = tmp_path / "submission"
+    assert main(["structbert", "predict", "--model", str(out / "model"), "--data-dir", str(data),
+                 "--output", str(sub)]) == 0  # fmt: skip
+    files = sorted(p.name for p in sub.iterdir())
+    if spec.format == "tsv":
+        expected = {"mnli": ["MNLI-m.tsv", "MNLI-mm.tsv"]}.get(task)
+        assert expected is None or files == expected
+        lines = (sub / files[0]).read_text().splitlines()
+        assert lines[0] == "index\tprediction" and len(lines) == N_ROWS + 1
+        index, prediction = lines[1].split("\t")
+        assert index == "0"
+        assert (float(prediction) >= -100) if spec.is_regression else prediction in spec.labels
+    else:
+        rows = [json.loads(line) for line in (sub / files[0]).read_text().splitlines()]
+        assert [r["id"] for r in rows] == list(range(N_ROWS))
+        assert all(r["label"] in spec.labels for r in rows)
+
+
+def _eval_files(tmp_path: Path, task: str, data: Path, ckpt: Path) -> tuple[dict, list[list[str]]]:
+    out = tmp_path / task
+    argv = ["structbert", "finetune", "--no-progress", "--recipe", f"glue-{task}", f"data_dir={data}", f"model={ckpt}",
+            f"output_dir={out}", "training.lr=1e-2", *STEPS]  # fmt: skip
+    assert main(argv) == 0
+    assert main(["structbert", "evaluate", "--model", str(out / "model"), "--data-dir", str(data),
+                 "--output", str(out / "eval.json")]) == 0  # fmt: skip
+    metrics = json.loads((out / "eval.json").read_text())["metrics"][get_task(task).name]
+    rows = [line.split("\t") for line in (out / f"predictions_{get_task(task).name}_dev.tsv").read_text().splitlines()]
+    return metrics, rows[1:]
+
+
+def test_evaluate_json_agrees_with_hand_computed_metrics(workspace, tmp_path):
+    data, ckpt = workspace
+    # STS-B: Pearson from the written predictions.
+    metrics, rows = _eval_files(tmp_path, "sts-b", data, ckpt)
+    p, y = np.array([float(r[1]) for r in rows]), np.array([float(r[2]) for r in rows])
+    assert np.std(p) > 0
+    assert metrics["pearson"] == pytest.approx(np.corrcoef(p, y)[0, 1], abs=1e-5)
+    # CoLA: Matthews correlation from the confusion counts.
+    metrics, rows = _eval_files(tmp_path, "cola", data, ckpt)
+    p, y = np.array([r[1] == "1" for r in rows]), np.array([r[2] == "1" for r in rows])
+    tp, tn, fp, fn = (p & y).sum(), (~p & ~y).sum(), (p & ~y).sum(), (~p & y).sum()
+    denominator = np.sqrt(float((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)))
+    assert metrics["mcc"] == pytest.approx(0.0 if denominator == 0 else (tp * tn - fp * fn) / denominator)
+    # MRPC: F1 of the positive class and accuracy.
+    metrics, rows = _eval_files(tmp_path, "mrpc", data, ckpt)
+    p, y = np.array([r[1] == "1" for r in rows]), np.array([r[2] == "1" for r in rows])
+    tp, fp, fn = (p & y).sum(), (p & ~y).sum(), (~p & y).sum()
+    assert metrics["f1"] == pytest.approx(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
+    assert metrics["accuracy"] == pytest.approx(np.mean(p == y))
+
+
+def test_multitask_batches_mix_tasks_and_route_rows_to_their_heads(workspace):
+    data, ckpt = workspace
+    tasks = resolve_tasks("rte,sts-b")
+    tokenizer = StructBertTokenizer.from_pretrained(ckpt)
+    features = []
+    for task_id, task in enumerate(tasks):
+        examples = load_task_examples(task, data / task.name.upper(), "train")
+        features += encode_examples(tokenizer, examples, task, task_id, 64)
+    batch = next(iter(_train_loader({}, features, tokenizer, 16, seed=0)))
+    ids = batch["task_ids"]
+    assert set(ids.tolist()) == {0, 1}  # one batch holds both tasks
+    model = StructBertForSequenceClassification.from_pretrained(ckpt, task_num_labels=[2, 1]).eval()
+    out = model(**batch)
+    cls_logits, reg_logits = out.logits
+    rte, stsb = ids == 0, ids == 1
+    expected = (
+        torch.nn.functional.cross_entropy(cls_logits[rte], batch["labels"][rte].long(), reduction="sum")
+        + torch.nn.functional.mse_loss(reg_logits[stsb, 0], batch["labels"][stsb], reduction="sum")
+    ) / len(ids)
+    torch.testing.assert_close(out.loss, expected)
+    # A batch of one task trains only that task's head.
+    model.zero_grad()
+    only_rte = {k: v[rte] for k, v in batch.items()}
+    model(**only_rte).loss.backward()
+    heads = model.classifier.classifiers
+    assert heads[0].weight.grad.abs().sum() > 0 and (heads[1].weight.grad is None or not heads[1].weight.grad.any())
+
+
+def test_multitask_finetune_end_to_end(workspace, tmp_path, capsys):
+    data, ckpt = workspace
+    out = tmp_path / "mt"
+    argv = ["structbert", "finetune", "--no-progress", "--recipe", "glue-rte", "task=rte,sts-b", f"data_dir={data}", f"model={ckpt}",
+            f"output_dir={out}", *STEPS]  # fmt: skip
+    assert main(argv) == 0
+    assert json.loads((out / "model" / "tasks.json").read_text())["tasks"] == ["rte", "sts-b"]
+    assert main(["structbert", "evaluate", "--model", str(out / "model"), "--data-dir", str(data),
+                 "--output", str(out / "e.json")]) == 0  # fmt: skip
+    assert set(json.loads((out / "e.json").read_text())["metrics"]) == {"rte", "sts-b"}
+    assert StructBertForSequenceClassification.from_pretrained(out / "model").config.task_num_labels == [2, 1]
+
+
+def _fails(argv, capsys, *needles) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+def test_bad_input_gives_clear_errors_and_exit_2(workspace, tmp_path, capsys):
+    data, ckpt = workspace
+    base = [
+        "structbert",
+        "finetune",
+        "--no-progress",
+        "--recipe",
+        "glue-rte",
+        f"model={ckpt}",
+        f"output_dir={tmp_path / 'o'}",
+        *STEPS,
+    ]
+    bad = tmp_path / "bad"
+    write_task(bad, "rte")
+    with (bad / "RTE" / "train.tsv").open("a") as f:
+        f.write("9\tonly two fields\n")
+    _fails([*base, f"data_dir={bad}"], capsys, f"{bad / 'RTE' / 'train.tsv'}:{N_ROWS + 2}:", "expected 4")
+    write_task(bad, "afqmc")
+    (bad / "AFQMC" / "train.json").write_text('{"sentence1": "a", "sentence2": "b", "label": "1"}\n{not json\n')
+    _fails(["structbert", "finetune", "--no-progress", "--recipe", "clue-afqmc", f"data_dir={bad}", f"model={ckpt}", *STEPS], capsys,
+           f"{bad / 'AFQMC' / 'train.json'}:2:", "invalid JSON")  # fmt: skip
+    _fails([*base, f"data_dir={tmp_path / 'nowhere'}"], capsys, "data directory", "nowhere", "does not exist")
+    _fails([*base, f"data_dir={data}", "task=mnlii"], capsys, "unknown task 'mnlii'", "mnli")
+    _fails([*base, f"data_dir={data}", "training.lrr=1"], capsys, "unknown recipe key 'training.lrr'", "training.lr")
+    _fails(["structbert", "finetune", "--no-progress", "--recipe", "glue-nope"], capsys, "no recipe 'glue-nope'")
+
+
+def test_subprocess_error_has_no_traceback(tmp_path):
+    cmd = [sys.executable, "-m", "alicemind.core.cli", "structbert", "finetune", "--no-progress", "--recipe", "glue-rte",
+           f"data_dir={tmp_path / 'missing'}", "model=whatever"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "does not exist" in proc.stderr
+
+
+DDP_STEPS = ["training.max_steps=4", "training.num_epochs=null", "training.log_every=1", "training.lr=1e-3",
+             "training.warmup_ratio=0.0", "training.save_every=0"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_two_process_gloo_finetune_matches_single_process(workspace, tmp_path):
+    data, ckpt = workspace
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop("WORLD_SIZE", None)
+    common = ["-m", "alicemind.core.cli", "structbert", "finetune", "--no-progress", "--recipe", "glue-rte", f"data_dir={data}",
+              f"model={ckpt}", *DDP_STEPS]  # fmt: skip
+    single = subprocess.Popen([sys.executable, *common, f"output_dir={tmp_path / 'one'}",
+                               "training.per_device_batch_size=4"], env=env, stderr=subprocess.PIPE)  # fmt: skip
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    ddp = subprocess.Popen([*torchrun, *common, f"output_dir={tmp_path / 'two'}",
+                            "training.per_device_batch_size=2"], env=env, stderr=subprocess.PIPE)  # fmt: skip
+    for proc in (single, ddp):
+        _, err = proc.communicate(timeout=240)
+        assert proc.returncode == 0, err.decode()[-3000:]
+
+    def losses(run: str) -> list[float]:
+        lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        return [json.loads(line)["loss"] for line in lines if '"loss"' in line]
+
+    one, two = losses("one"), losses("two")
+    assert len(one) == len(two) == 4
+    np.testing.assert_allclose(two, one, rtol=0, atol=1e-5)
+
+
+def test_every_shipped_recipe_is_valid_and_states_its_source():
+    from alicemind.core.cli import list_recipes, load_recipe
+    from alicemind.core.data import list_tasks
+    from alicemind.core.training import TrainingConfig
+    from alicemind.structbert import finetuning, pretraining
+
+    names = list_recipes("structbert")
+    expected = (
+        {f"glue-{t}" for t in GLUE} | {f"clue-{t}" for t in CLUE} | {"demo", "pretrain-demo", "pretrain-en-large"}
+    )
+    assert expected | {"reproduce-structbert-en", "reproduce-structbert-ch"} <= set(names)
+    for name in names:
+        recipe = load_recipe("structbert", name)
+        source = (Path(finetuning.__file__).parent / "recipes" / f"{name}.yaml").read_text().splitlines()[0]
+        assert source.startswith("# Source:"), name
+        if "tasks" in recipe:
+            continue
+        known = pretraining.RECIPE_KEYS if name.startswith("pretrain") else finetuning.RECIPE_KEYS
+        assert set(recipe) <= known, name
+        TrainingConfig.from_dict(recipe["training"])
+        if "task" in recipe:
+            assert recipe["task"] in list_tasks()
+    mnli, rte = load_recipe("structbert", "glue-mnli")["training"], load_recipe("structbert", "glue-rte")["training"]
+    assert (mnli["lr"], rte["lr"]) == (2e-5, 5e-5)
+    assert {k: mnli[k] for k in ("per_device_batch_size", "num_epochs", "warmup_ratio", "weight_decay", "adam_eps",
+                                  "seed", "max_grad_norm")} == dict(per_device_batch_size=32, num_epochs=3,
+            warmup_ratio=0.1, weight_decay=0.01, adam_eps=1e-6, seed=42, max_grad_norm=1.0)  # fmt: skip
