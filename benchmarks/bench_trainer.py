@@ -3,7 +3,7 @@
 Both train the same ``BertForSequenceClassification`` (same weights, random token data, fp32, AdamW, linear
 schedule, global-norm clipping 1.0, a log line every 10 steps) for the same number of steps. Each scenario runs in
 its own subprocess: one untimed warm-up run of each trainer, then timed ``train()`` runs of the two alternating (so
-drifting machine load hits both alike); the median of ``--repeats`` runs is reported. Scenario "ckpt" also writes a
+drifting machine load hits both alike); the best (least disturbed) and median of ``--repeats`` runs are reported. Scenario "ckpt" also writes a
 checkpoint every 25 steps (model, optimizer, scheduler, RNG).
 
     python benchmarks/bench_trainer.py [--steps 100 --layers 2 --hidden 128 --batch 16 --seq 64 --threads 2]
@@ -111,8 +111,9 @@ def worker(args) -> dict:
                     times[impl].append(time.perf_counter() - t0)
     result = {}
     for impl, ts in times.items():
-        median = sorted(ts)[len(ts) // 2]
-        result[impl] = {"seconds": median, "steps_per_s": args.steps / median}
+        ts = sorted(ts)
+        # Best-of is the headline (least disturbed by other load); the median shows the spread.
+        result[impl] = {"steps_per_s": args.steps / ts[0], "median_steps_per_s": args.steps / ts[len(ts) // 2]}
     return result
 
 
@@ -124,7 +125,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--seq", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--scenario", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -148,15 +149,20 @@ def main() -> None:
         "",
         f"Device: {cpu}. torch {torch.__version__}, transformers {transformers.__version__}. Model: "
         f"BertForSequenceClassification, {args.layers} layers, hidden {args.hidden}, batch {args.batch} x {args.seq} "
-        f"tokens, fp32, {args.steps} optimizer steps per run; median of {args.repeats} alternating runs after warm-up. "
+        f"tokens, fp32, {args.steps} optimizer steps per run; best and median of {args.repeats} alternating runs after "
+        "warm-up. "
         "Scenario loop: no checkpoints; ckpt: a checkpoint every 25 steps. Ratio > 1 means ours is faster.",
         "",
-        "| scenario | HF steps/s | ours steps/s | ours/HF |",
-        "|---|---|---|---|",
+        "| scenario | HF steps/s (best) | ours steps/s (best) | ours/HF (best) | HF median | ours median |",
+        "|---|---|---|---|---|---|",
     ]
     for scenario, r in rows:
-        hf, ours = r["hf"]["steps_per_s"], r["ours"]["steps_per_s"]
-        lines.append(f"| {scenario} | {hf:.2f} | {ours:.2f} | {ours / hf:.2f}x |")
+        hf, ours = r["hf"], r["ours"]
+        lines.append(
+            f"| {scenario} | {hf['steps_per_s']:.2f} | {ours['steps_per_s']:.2f} | "
+            f"{ours['steps_per_s'] / hf['steps_per_s']:.2f}x | {hf['median_steps_per_s']:.2f} | "
+            f"{ours['median_steps_per_s']:.2f} |"
+        )
     text = "\n".join(lines) + "\n"
     print(text)
     RESULTS.mkdir(exist_ok=True)

@@ -62,7 +62,9 @@ def test_ranks_share_one_mask_equal_to_the_pooled_fisher(tmp_path) -> None:
     ns: dict = {}
     exec(DEFINITIONS, ns)  # the same model, shards and loss, in one process over both shards
     batches = ns["make_batches"](0) + ns["make_batches"](1)
-    pooled = fisher_information(ns["make_model"](), batches, ns["loss_fn"], param_filter=lambda n, p: True, progress=False)
+    pooled = fisher_information(
+        ns["make_model"](), batches, ns["loss_fn"], param_filter=lambda n, p: True, progress=False
+    )
     for name, f in pooled.items():
         assert torch.equal(per_rank[0][name], per_rank[1][name]), name
         torch.testing.assert_close(per_rank[0][name], f, rtol=1e-5, atol=1e-9)

@@ -216,7 +216,8 @@ def format_markdown(results: dict[str, Any]) -> str:
     lines = [
         "# ChildTuning mini-reproduction",
         "",
-        f"Model: `{Path(cfg['model_dir']).name}` ({cfg['backend']}) + fresh classification head. Task: which of "
+        f"Model: `{'/'.join(Path(cfg['model_dir']).parts[-2:])}` (all-MiniLM-L6-v2, loaded with {cfg['backend']}) "
+        "+ fresh classification head. Task: which of "
         f"{len(results['labels'])} stdlib topics a docstring sentence comes from ({', '.join(results['labels'])}); "
         f"{cfg['train_per_class']} train sentences per class ({results['n_train']} total), "
         f"{results['n_eval']} eval sentences.",
@@ -240,4 +241,6 @@ def format_markdown(results: dict[str, Any]) -> str:
     lines += [
         f"- {verdict(results, m)}" for m in results["accuracy"] if m != "vanilla" and "vanilla" in results["accuracy"]
     ]
+    if results.get("summary"):  # a human reading, added to the JSON after looking at the numbers
+        lines += ["", results["summary"]]
     return "\n".join(lines) + "\n"
