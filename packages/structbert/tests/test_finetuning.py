@@ -14,7 +14,12 @@ import torch
 
 from alicemind.core.cli import main
 from alicemind.core.data import get_task
-from alicemind.structbert import StructBertConfig, StructBertForPreTraining, StructBertForSequenceClassification
+from alicemind.structbert import (
+    StructBertConfig,
+    StructBertForPreTraining,
+    StructBertForSequenceClassification,
+    StructBertModel,
+)
 from alicemind.structbert.finetuning import _train_loader, encode_examples, load_task_examples, resolve_tasks
 from alicemind.structbert.pretraining import train_wordpiece_vocab
 from alicemind.structbert.tokenization import StructBertTokenizer
@@ -337,3 +342,21 @@ def test_every_shipped_recipe_is_valid_and_states_its_source():
     assert {k: mnli[k] for k in ("per_device_batch_size", "num_epochs", "warmup_ratio", "weight_decay", "adam_eps",
                                   "seed", "max_grad_norm")} == dict(per_device_batch_size=32, num_epochs=3,
             warmup_ratio=0.1, weight_decay=0.01, adam_eps=1e-6, seed=42, max_grad_norm=1.0)  # fmt: skip
+
+
+def test_child_tuning_d_fine_tune_leaves_unselected_encoder_entries_untouched(workspace, tmp_path):
+    """child_tuning=D with the paper's RTE value (p=0.3): only ~30% of each encoder-layer weight may move."""
+    pytest.importorskip("alicemind.childtuning")
+    data, ckpt = workspace
+    out = tmp_path / "ct"
+    argv = ["structbert", "finetune", "--no-progress", "--recipe", "glue-rte", f"data_dir={data}", f"model={ckpt}",
+            f"output_dir={out}", "child_tuning=D", "training.weight_decay=0.0", "training.lr=1e-2", *STEPS]  # fmt: skip
+    assert main(argv) == 0
+    before = StructBertModel.from_pretrained(ckpt).state_dict()
+    after = StructBertModel.from_pretrained(out / "model").state_dict()
+    weight = "encoder.layers.0.ffn.fc_in.weight"
+    moved = (before[weight] != after[weight]).float().mean().item()
+    assert 0.05 < moved <= 0.31  # the D mask keeps the top 30% of Fisher entries across all encoder layers
+    # Embeddings are outside the original's selection ("layer" in the name) and train fully.
+    assert (before["embeddings.word_embeddings.weight"] != after["embeddings.word_embeddings.weight"]).any()
+    assert main([*argv[:-3], "child_tuning=X", *STEPS]) == 2
