@@ -3,8 +3,8 @@
 Both train the same ``BertForSequenceClassification`` (same weights, random token data, fp32, AdamW, linear
 schedule, global-norm clipping 1.0, a log line every 10 steps) for the same number of steps. Each scenario runs in
 its own subprocess: one untimed warm-up run of each trainer, then timed ``train()`` runs of the two alternating (so
-drifting machine load hits both alike); the best (least disturbed) and median of ``--repeats`` runs are reported. Scenario "ckpt" also writes a
-checkpoint every 25 steps (model, optimizer, scheduler, RNG).
+drifting machine load hits both alike); the best (least disturbed) and the median of ``--repeats`` runs are
+reported. Scenario "ckpt" also writes a checkpoint every 25 steps (model, optimizer, scheduler, RNG).
 
     python benchmarks/bench_trainer.py [--steps 100 --layers 2 --hidden 128 --batch 16 --seq 64 --threads 2]
 """
