@@ -99,7 +99,7 @@ def worker(args) -> dict:
     ``--impl ours|hf``: one warm-up and one timed call alone, for its peak memory."""
     import torch
 
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(int(args.threads))
     impls = ("hf", "ours") if args.impl == "both" else (args.impl,)
     runs = {impl: _runner(impl, args, args.beams) for impl in impls}
     times = {impl: [] for impl in impls}
@@ -137,7 +137,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--src", type=int, default=64, help="source tokens")
     p.add_argument("--new", type=int, default=32, help="generated tokens per output")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", default="2", help="torch threads; a comma-separated list gives one table each")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--shapes", default="base,small", help=f"comma-separated, from {sorted(SHAPES)}")
     p.add_argument("--layers", type=int, help=argparse.SUPPRESS)
@@ -157,8 +157,8 @@ def main() -> None:
     mode = {1: "greedy", 4: "beam 4"}
     lines = [
         f"PALM generation vs transformers {transformers.__version__} BartForConditionalGeneration (same shape, random "
-        f"weights), torch {torch.__version__}, {platform.processor() or platform.machine()}, CPU, "
-        f"{args.threads} thread(s).",
+        f"weights), torch {torch.__version__}, {platform.processor() or platform.machine()}, CPU "
+        f"({os.cpu_count()} cores), torch threads as listed per row.",
         f"Batch {args.batch}, source {args.src} tokens, exactly {args.new} new tokens per output; median of "
         f"{args.repeats} alternating runs after a warm-up; peak memory of each alone in its own process.",
         "",
@@ -166,9 +166,12 @@ def main() -> None:
         "| HF peak MB (over model) |",
         "|---|---|---|---|---|---|---|",
     ]
-    for shape in args.shapes.split(","):
+    runs = [(shape, int(t)) for t in str(args.threads).split(",") for shape in args.shapes.split(",")]
+    for shape, threads in runs:
+        args.threads = threads
         args.layers, args.hidden, args.heads, args.ffn, args.vocab = SHAPES[shape]
         label = f"{shape}: {args.layers}+{args.layers} x {args.hidden}, {args.heads} heads, FFN {args.ffn}"
+        label += f"; {threads} thread{'s' if threads > 1 else ''}"
         for beams in (1, 4):
             speed = measure(args, "both", beams)
             hf, ours = measure(args, "hf", beams), measure(args, "ours", beams)

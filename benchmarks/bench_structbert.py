@@ -88,9 +88,10 @@ def worker(args) -> dict:
         sync()
         times.append(time.perf_counter() - t0)
     peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else _rss_mb("VmHWM") - base
+    per_iter = list(times)
     times.sort()
     median = times[len(times) // 2]
-    return {"seconds": median, "tokens_per_s": real_tokens / median, "peak_mb": peak}
+    return {"seconds": median, "tokens_per_s": real_tokens / median, "peak_mb": peak, "per_iter": per_iter}
 
 
 def main() -> None:

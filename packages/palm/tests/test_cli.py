@@ -139,3 +139,59 @@ def test_finetune_generate_evaluate_verbs(tiny_zh_folder, tmp_path, capsys):
 def test_unknown_recipe_key_is_a_clean_error(capsys):
     assert main(["palm", "finetune", "--recipe", "finetune-lcsts", "trainig.lr=1"]) == 2
     assert "training" in capsys.readouterr().err
+
+
+def test_pretrain_verb(tiny_zh_folder, tmp_path, capsys):
+    corpus = tmp_path / "corpus.txt"
+    docs = ["今天天气晴\n明天多云有风\n后天大雨", "北京温度高\n上海温度低\n问答是什么"]
+    corpus.write_text("\n\n".join(docs * 10) + "\n", encoding="utf-8")
+    args = ["palm", "pretrain", f"corpus={corpus}", f"tokenizer={tiny_zh_folder}", "data.max_source_length=10",
+            "data.max_target_length=6", "training.max_steps=4", "training.per_device_batch_size=8",
+            "+training.progress_bar=false", "training.precision=fp32", "+training.device=cpu", "training.log_every=2",
+            f"training.output_dir={tmp_path / 'pt'}"]  # fmt: skip
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["instances"] >= 20
+    model = load_model(result["output_dir"])
+    assert isinstance(model, PalmForPreTraining) and model.config.vocab_size == 5 + len(CHARS)
+    assert (model.config.pad_token_id, model.config.bos_token_id, model.config.eos_token_id) == (0, 2, 3)
+
+
+def test_reproduce_verb_prints_ours_beside_published(tiny_zh_folder, tmp_path, capsys):
+    pairs = "天气晴\t天气晴\n明天雨\t明天雨\n"
+    for task in ("dureader-qg", "dureader-robust", "lcsts"):
+        (tmp_path / task).mkdir()
+        (tmp_path / task / "train.tsv").write_text(pairs * 2, encoding="utf-8")
+        (tmp_path / task / "dev.tsv").write_text(pairs, encoding="utf-8")
+    overrides = [f"model={tiny_zh_folder}", "training.num_epochs=null", "+training.max_steps=1",
+                 "+training.progress_bar=false", "training.precision=fp32", "+training.device=cpu",
+                 f"training.output_dir={tmp_path / 'runs'}", "generation.num_beams=1", "generation.max_new_tokens=4"]  # fmt: skip
+    args = ["palm", "reproduce", f"data_dir={tmp_path}", f"overrides={json.dumps(overrides, ensure_ascii=False)}",
+            "--tasks", "dureader-qg", "lcsts"]  # fmt: skip
+    assert main(args) == 0
+    table = capsys.readouterr().out.strip().splitlines()
+    rows = [line.split("|")[1:-1] for line in table[2:]]
+    assert [r[0].strip() for r in rows] == ["dureader-qg"] * 3 + ["lcsts"] * 3
+    published = {(r[0].strip(), r[1].strip()): float(r[3]) for r in rows}
+    assert published[("lcsts", "bleu-4")] == 0.1716 and published[("dureader-qg", "rouge-l")] == 0.6027
+    assert all(0.0 <= float(r[2]) <= 1.0 for r in rows)
+
+
+def test_presumm_optimizer_follows_noam_per_group(make_model):
+    from alicemind.palm.runner import presumm_optimizer
+
+    model = make_model("presumm-en")
+    recipe = load_recipe("palm", "finetune-cnndm")["optim"]
+    optimizer, scheduler = presumm_optimizer(model, {**recipe, "warmup_encoder": 4, "warmup_decoder": 8})
+    encoder, decoder = optimizer.param_groups
+    assert len(encoder["params"]) + len(decoder["params"]) == len(list(model.parameters()))
+    assert any(p is model.embeddings.word_embeddings.weight for p in encoder["params"])
+    assert any(p is model.decoder_embeddings.word_embeddings.weight for p in decoder["params"])
+    lrs = []
+    for _ in range(12):
+        lrs.append([g["lr"] for g in optimizer.param_groups])
+        optimizer.step()
+        scheduler.step()
+    # lr * min(step^-0.5, step * warmup^-1.5): peaks lr / sqrt(warmup) at step == warmup.
+    assert lrs[3][0] == pytest.approx(2e-3 / 2) and max(r[0] for r in lrs) == pytest.approx(2e-3 / 2)
+    assert lrs[7][1] == pytest.approx(0.1 / 8**0.5) and max(r[1] for r in lrs) == pytest.approx(0.1 / 8**0.5)

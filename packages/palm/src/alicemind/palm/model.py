@@ -246,7 +246,8 @@ class PalmForConditionalGeneration(PalmModel):
             decoder_input_ids = self.shift_right(labels)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        encoder_hidden = self.encode(input_ids, attention_mask, token_type_ids)
+        # PalmModel.encode: the protocol's encode() would stash the ids for init_decoder_cache.
+        encoder_hidden = super().encode(input_ids, attention_mask, token_type_ids)
         decoder_output = self.decode(decoder_input_ids, encoder_hidden, attention_mask)
         keys = None
         if self.copy_gate is not None:

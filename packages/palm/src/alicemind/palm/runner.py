@@ -166,10 +166,18 @@ def pretrain(recipe: dict[str, Any]) -> dict[str, Any]:
     if model_spec.get("init"):  # continue from a checkpoint (its MLM head is random if it has none)
         model = PalmForPreTraining.from_pretrained(locate_checkpoint(resolve_checkpoint(model_spec["init"]))[0])
     else:
-        config = PalmConfig.from_preset(model_spec["preset"], vocab_size=len(tokenizer), **model_spec.get("config", {}))
+        specials = dict(
+            vocab_size=len(tokenizer),
+            real_vocab_size=None,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id,
+            eos_token_id=tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id,
+        )
+        config = PalmConfig.from_preset(model_spec["preset"], **{**specials, **model_spec.get("config", {})})
         model = PalmForPreTraining(config)
     data = PretrainingDataConfig(**recipe["data"])
-    docs = [tokenizer(" ".join(doc), add_special_tokens=False)["input_ids"] for doc in read_documents(recipe["corpus"])]
+    texts = [" ".join(doc) for doc in read_documents(recipe["corpus"])]
+    docs = tokenizer(texts, add_special_tokens=False)["input_ids"]
     c = model.config
     instances = build_instances(docs, data, bos_token_id=c.bos_token_id, eos_token_id=c.eos_token_id,
                                 rng=random.Random(recipe["training"].get("seed", 42)))  # fmt: skip
