@@ -24,26 +24,14 @@ import sys
 import time
 from pathlib import Path
 
+from memory import reset_peak, status_mb  # benchmarks/memory.py (these files run as scripts)
+
 RESULTS = Path(__file__).parent / "results"
 # name -> (layers per stack, hidden, heads, FFN, vocabulary)
 SHAPES = {
     "base": (12, 768, 12, 3072, 21504),  # palm.ch.base
     "small": (4, 256, 4, 1024, 21504),  # where per-step framework overhead, not weight traffic, dominates
 }
-
-
-def _status_mb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _reset_peak() -> None:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
 
 
 def _build(impl: str, args):
@@ -103,8 +91,8 @@ def worker(args) -> dict:
     impls = ("hf", "ours") if args.impl == "both" else (args.impl,)
     runs = {impl: _runner(impl, args, args.beams) for impl in impls}
     times = {impl: [] for impl in impls}
-    base = _status_mb("VmRSS")
-    _reset_peak()
+    base = status_mb("VmRSS")
+    reset_peak()
     with torch.inference_mode():
         for impl, run in runs.items():
             out = run()  # warm-up
@@ -115,7 +103,7 @@ def worker(args) -> dict:
                 run()
                 times[impl].append(time.perf_counter() - start)
     result = {f"{impl}_tokens_per_s": args.batch * args.new / statistics.median(t) for impl, t in times.items()}
-    result.update(peak_mb=_status_mb("VmHWM"), peak_over_model_mb=_status_mb("VmHWM") - base)
+    result.update(peak_mb=status_mb("VmHWM"), peak_over_model_mb=status_mb("VmHWM") - base)
     return result
 
 

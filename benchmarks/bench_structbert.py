@@ -18,21 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from memory import reset_peak, status_mb  # benchmarks/memory.py (these files run as scripts)
+
 RESULTS = Path(__file__).parent / "results"
-
-
-def _rss_mb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _reset_peak() -> None:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
 
 
 def worker(args) -> dict:
@@ -79,15 +67,15 @@ def worker(args) -> dict:
     sync()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    base = _rss_mb("VmRSS")
-    _reset_peak()
+    base = status_mb("VmRSS")
+    reset_peak()
     times = []
     for _ in range(args.iters):
         t0 = time.perf_counter()
         step()
         sync()
         times.append(time.perf_counter() - t0)
-    peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else _rss_mb("VmHWM") - base
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else status_mb("VmHWM") - base
     per_iter = list(times)
     times.sort()
     median = times[len(times) // 2]

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 from alicemind.palm.config import PalmConfig
 from alicemind.palm.model import PalmForConditionalGeneration
+
+# Test helper modules (palm_releases) import by name; no __init__.py, so test modules of different packages
+# with the same file name (test_cli.py) never collide.
+sys.path.insert(0, str(Path(__file__).parent))
 
 ARCHS = {
     "sofa-zh": dict(preset="palm.ch.tiny"),

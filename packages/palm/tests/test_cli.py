@@ -10,14 +10,13 @@ import threading
 
 import pytest
 import torch
+from palm_releases import sofa_state_dict, write_sofa_folder
 
 from alicemind.core.cli import list_recipes, load_recipe, main
 from alicemind.core.generation import GenerationConfig
 from alicemind.core.hub import CheckpointEntry, register_checkpoint, unregister_checkpoint
 from alicemind.core.training import TrainingConfig
 from alicemind.palm import PalmForConditionalGeneration, PalmForPreTraining, load_model, load_tokenizer
-
-from .releases import sofa_state_dict, write_sofa_folder
 
 CHARS = "天气今明后晴雨多云风大小温度高低北京上海问答是什么哪里"
 

@@ -9,12 +9,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from palm_releases import EN, presumm_state_dict, write_presumm_release
 
 from alicemind.core.checkpoint import UnsafeCheckpointError
 from alicemind.palm.convert import convert_checkpoint, load_model, read_any_checkpoint
 from alicemind.palm.model import PalmForConditionalGeneration, PalmModel
-
-from .releases import EN, presumm_state_dict, write_presumm_release
 
 V, H, HEADS, FF, L_ENC, POS, D, DHEADS, DFF, L_DEC, PAD = (
     EN.V, EN.H, EN.HEADS, EN.FF, EN.L_ENC, EN.POS, EN.D, EN.DHEADS, EN.DFF, EN.L_DEC, EN.PAD

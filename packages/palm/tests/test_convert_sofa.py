@@ -8,13 +8,12 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from palm_releases import ZH, sofa_state_dict, write_sofa_folder
 
 from alicemind.core.checkpoint import CheckpointMismatchError, load_safetensors
 from alicemind.palm.convert import convert_checkpoint, load_model, read_any_checkpoint
 from alicemind.palm.model import PalmForConditionalGeneration
 from alicemind.palm.pretraining import PalmForPreTraining
-
-from .releases import ZH, sofa_state_dict, write_sofa_folder
 
 V, H, HEADS, FF, L_ENC, L_DEC, POS, TYPES, EPS = (
     ZH.V,

@@ -6,12 +6,11 @@ import json
 
 import pytest
 import torch
+from test_finetuning import tiny_checkpoint, write_task
 
 from alicemind.core.cli import main
 from alicemind.structbert import StructBertConfig, StructBertForSequenceClassification
 from alicemind.structbert.adversarial import AdversarialCallback, adversarial_divergence, symmetric_kl
-
-from .test_finetuning import tiny_checkpoint, write_task
 
 
 def test_symmetric_kl_matches_the_definition():

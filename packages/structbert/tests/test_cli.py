@@ -8,12 +8,11 @@ import threading
 
 import pytest
 import torch
+from test_convert import TINY, hf_names, release_state_dict
 
 from alicemind.core.cli import main
 from alicemind.core.hub import CheckpointEntry, register_checkpoint, unregister_checkpoint
 from alicemind.structbert import StructBertModel
-
-from .test_convert import TINY, hf_names, release_state_dict
 
 
 def test_convert_release_file_to_ours(tmp_path, capsys):

@@ -8,10 +8,9 @@ import json
 
 import numpy as np
 import pytest
+from test_finetuning import tiny_checkpoint, write_task
 
 from alicemind.core.cli import load_recipe, main
-
-from .test_finetuning import tiny_checkpoint, write_task
 
 
 def test_tables_carry_the_published_numbers():

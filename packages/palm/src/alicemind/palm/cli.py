@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 from alicemind.core.checkpoint import CheckpointError
 from alicemind.core.cli import CliError, add_recipe_arguments, apply_overrides, load_recipe, recipe_from_args
+from alicemind.core.cli.checkpoints import add_download_arguments, fetch_released
 
 PACKAGE = "palm"
 
@@ -28,22 +28,15 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _download(args: argparse.Namespace) -> int:
-    from alicemind.core.hub import HubError, fetch_checkpoint, get_checkpoint
     from alicemind.palm import hub  # noqa: F401  (registers the releases)
     from alicemind.palm.convert import convert_checkpoint
 
-    if args.offline:
-        os.environ["ALICEMIND_OFFLINE"] = "1"
-    try:
-        entry = get_checkpoint(args.name)
-        path = fetch_checkpoint(args.name, offline=args.offline or None, force=args.force)
-    except KeyError as err:
-        raise CliError(str(err.args[0]), prog="alicemind palm download") from None
-    except HubError as err:
-        raise CliError(str(err), prog="alicemind palm download") from None
-    print(f"{entry.name}: {path}")
+    _, path = fetch_released(args.name, offline=args.offline, force=args.force, prog="alicemind palm download")
     if not args.no_convert:
-        out = convert_checkpoint(path, Path(args.output) if args.output else path.parent / "alicemind")
+        try:
+            out = convert_checkpoint(path, Path(args.output) if args.output else path.parent / "alicemind")
+        except CheckpointError as err:
+            raise CliError(f"downloaded {path} but could not read it: {err}", prog="alicemind palm download") from None
         print(f"converted -> {out}")
     return 0
 
@@ -124,11 +117,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=_convert)
 
     p = verbs.add_parser("download", help="download palm.ch.base / palm.en.base and convert it")
-    p.add_argument("name", help="registered checkpoint (palm.ch.base, palm.en.base)")
-    p.add_argument("--offline", action="store_true", help="never touch the network; fail clearly if not cached")
-    p.add_argument("--force", action="store_true", help="download again even if cached")
-    p.add_argument("--no-convert", action="store_true", help="only download")
-    p.add_argument("--output", help="folder for the converted model (default: beside the cached files)")
+    add_download_arguments(p)
     p.set_defaults(func=_download)
 
     p = verbs.add_parser("pretrain", help="joint PALM pre-training (MLM + continuation) on a raw corpus")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from alicemind.core.hub import CheckpointEntry, get_checkpoint, register_checkpoint
+from alicemind.core.hub import CheckpointEntry, register_checkpoint
 
 EN_DRIVE_ID = "1mSp-4KfBwGKUAdWiW-ctOR9Qgi0a-w9B"
 EN_DRIVE_URL = f"https://drive.google.com/file/d/{EN_DRIVE_ID}/view"
@@ -38,13 +38,5 @@ RELEASES = [
 ]
 
 
-def register_releases() -> None:
-    """Add the releases to core's registry (idempotent)."""
-    for entry in RELEASES:
-        try:
-            get_checkpoint(entry.name)
-        except KeyError:
-            register_checkpoint(entry)
-
-
-register_releases()
+for _entry in RELEASES:
+    register_checkpoint(_entry)  # registering the same entry again is a no-op

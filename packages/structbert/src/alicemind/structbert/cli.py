@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from pathlib import Path
 
 from alicemind.core.checkpoint import CheckpointError
 from alicemind.core.cli import CliError
+from alicemind.core.cli.checkpoints import add_download_arguments, fetch_released
 
 MODEL_CLASSES = {
     "model": "StructBertModel",
@@ -59,19 +59,11 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _download(args: argparse.Namespace) -> int:
-    from alicemind.core.hub import HubError, fetch_checkpoint, get_checkpoint
     from alicemind.structbert import StructBertConfig
 
-    if args.offline:
-        os.environ["ALICEMIND_OFFLINE"] = "1"
-    try:
-        entry = get_checkpoint(args.name)
-        path = fetch_checkpoint(args.name, offline=args.offline or None, force=args.force)
-    except KeyError as err:
-        raise CliError(str(err.args[0])) from None
-    except HubError as err:
-        raise CliError(str(err)) from None
-    print(f"{entry.name}: {path}")
+    entry, path = fetch_released(
+        args.name, offline=args.offline, force=args.force, prog="alicemind structbert download"
+    )
     if args.no_convert:
         return 0
     out = Path(args.output) if args.output else path.parent / "alicemind"
@@ -118,15 +110,7 @@ def register(subparsers) -> None:
         description="Known checkpoints: structbert.en.large, structbert.ch.large, sofa.structbert.en.large, "
         "sofa.structbert.ch.large. Files are cached under $ALICEMIND_CACHE (default ~/.cache/alicemind).",
     )
-    download.add_argument("name", help="registered checkpoint name (see 'alicemind list')")
-    download.add_argument(
-        "--offline",
-        action="store_true",
-        help="never touch the network (also ALICEMIND_OFFLINE=1); fail clearly if not cached",
-    )
-    download.add_argument("--force", action="store_true", help="download again even if cached")
-    download.add_argument("--no-convert", action="store_true", help="only download")
-    download.add_argument("--output", help="folder for the converted model (default: beside the cached file)")
+    add_download_arguments(download)
     download.set_defaults(func=_download)
 
     for module in VERB_MODULES:
