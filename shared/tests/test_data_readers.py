@@ -70,7 +70,8 @@ def test_missing_file_raises_at_call_time(tmp_path):
 
 
 def test_registry_covers_glue_and_clue():
-    assert set(list_tasks()) == {
+    # Families may register more tasks (structbert's demo adds one), so the built-ins must be a subset.
+    assert set(list_tasks()) >= {
         "cola", "sst-2", "mrpc", "sts-b", "qqp", "mnli", "qnli", "rte", "wnli",
         "afqmc", "tnews", "iflytek", "cmnli", "ocnli", "csl", "cluewsc2020",
     }  # fmt: skip
