@@ -69,6 +69,7 @@ def _torch_load_safely(path: Path, fmt: str, map_location: Any, allow_placeholde
     # weights_only refused a global (or the pickle is broken): the restricted unpickler tells which.
     module = restricted_pickle_module(path, allow_placeholders)
     try:
+        # weights_only=False is safe here: every global goes through the restricted module's allow-list.
         obj = torch.load(path, map_location=map_location, pickle_module=module, weights_only=False, mmap=use_mmap)
     except UnsafeCheckpointError:
         raise

@@ -91,8 +91,8 @@ def _checkpoints(family: str) -> list[str]:
         return []
     try:
         return sorted(entry.name for entry in list_checkpoints(family=family))
-    except Exception:
-        return []
+    except Exception as e:  # a listing must not crash on one family's broken registry; say what broke
+        return [f"(registry error: {type(e).__name__}: {e})"]
 
 
 def _recipes(family: str) -> list[str]:

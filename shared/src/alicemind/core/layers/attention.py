@@ -40,9 +40,12 @@ class KVCache:
         return self.key[:, :, :end], self.value[:, :, :end]
 
     def index_select(self, index: torch.Tensor) -> None:
-        """Keep/reorder batch rows (beam search, finished rows)."""
-        self.key = self.key.index_select(0, index)
-        self.value = self.value.index_select(0, index)
+        """Keep/reorder batch rows (beam search, finished rows); copies only the filled positions."""
+        for name in ("key", "value"):
+            old = getattr(self, name)
+            new = old.new_empty((index.numel(), *old.shape[1:]))
+            new[:, :, : self.length] = old[:, :, : self.length].index_select(0, index)
+            setattr(self, name, new)
 
 
 def causal_mask(q_len: int, k_len: int, device=None) -> torch.Tensor:
