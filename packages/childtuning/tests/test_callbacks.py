@@ -117,6 +117,7 @@ def _core_loader(batches):
 
 def test_with_core_trainer_and_resume(model_cls, batches, tmp_path) -> None:
     from alicemind.core import training
+
     torch.manual_seed(0)
     model = model_cls(dropout=0.0)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}

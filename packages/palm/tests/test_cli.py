@@ -194,3 +194,29 @@ def test_presumm_optimizer_follows_noam_per_group(make_model):
     # lr * min(step^-0.5, step * warmup^-1.5): peaks lr / sqrt(warmup) at step == warmup.
     assert lrs[3][0] == pytest.approx(2e-3 / 2) and max(r[0] for r in lrs) == pytest.approx(2e-3 / 2)
     assert lrs[7][1] == pytest.approx(0.1 / 8**0.5) and max(r[1] for r in lrs) == pytest.approx(0.1 / 8**0.5)
+
+
+def test_finetune_takes_child_tuning(tiny_zh_folder, tmp_path, capsys):
+    """child_tuning=D reserve_p=P: only the Fisher-selected entries of the transformer layers move."""
+    pytest.importorskip("alicemind.childtuning")
+    from alicemind.palm.convert import load_model
+
+    pairs = ["天气晴\t天气晴", "明天雨\t明天雨", "北京大风\t北京大风", "上海多云\t上海多云"]
+    (tmp_path / "train.tsv").write_text("\n".join(pairs * 4) + "\n", encoding="utf-8")
+    out_dir = tmp_path / "run"
+    args = ["palm", "finetune", "--recipe", "finetune-dureader-qg", f"model={tiny_zh_folder}",
+            f"data.train={tmp_path / 'train.tsv'}", "data.max_target_length=8", "child_tuning=D", "reserve_p=0.2",
+            "training.num_epochs=null", "+training.max_steps=3", "training.per_device_batch_size=4",
+            "training.weight_decay=0.0", "training.lr=1e-2", "+training.progress_bar=false",
+            "training.precision=fp32", "+training.device=cpu", f"training.output_dir={out_dir}"]  # fmt: skip
+    assert main(args) == 0
+    before = load_model(tiny_zh_folder).state_dict()
+    after = load_model(out_dir / "final").state_dict()
+    # The D mask is one global top-20% over every parameter named like the original's 'layer' filter.
+    selected = [k for k in before if "layer" in k and before[k].is_floating_point()]
+    changed = sum(int((before[k] != after[k]).sum()) for k in selected)
+    total = sum(before[k].numel() for k in selected)
+    assert 0.0 < changed / total <= 0.2 + 1e-3
+    capsys.readouterr()
+    assert main([*args[:-1], "child_tuning=D", "reserve_p=null", args[-1]]) == 2  # no published p for generation
+    assert "reserve_p" in capsys.readouterr().err

@@ -354,9 +354,10 @@ def test_child_tuning_d_fine_tune_leaves_unselected_encoder_entries_untouched(wo
     assert main(argv) == 0
     before = StructBertModel.from_pretrained(ckpt).state_dict()
     after = StructBertModel.from_pretrained(out / "model").state_dict()
-    weight = "encoder.layers.0.ffn.fc_in.weight"
-    moved = (before[weight] != after[weight]).float().mean().item()
-    assert 0.05 < moved <= 0.31  # the D mask keeps the top 30% of Fisher entries across all encoder layers
+    # One global top-30% mask over every parameter the original selects ("layer" in its name).
+    selected = [k for k in before if "layer" in k]
+    changed = sum(int((before[k] != after[k]).sum()) for k in selected)
+    assert 0.05 < changed / sum(before[k].numel() for k in selected) <= 0.3 + 1e-3
     # Embeddings are outside the original's selection ("layer" in the name) and train fully.
     assert (before["embeddings.word_embeddings.weight"] != after["embeddings.word_embeddings.weight"]).any()
     assert main([*argv[:-3], "child_tuning=X", *STEPS]) == 2

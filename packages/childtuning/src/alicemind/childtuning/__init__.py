@@ -6,6 +6,7 @@ from alicemind.childtuning.args import (
     PAPER_SEEDS,
     add_child_tuning_args,
     child_tuning_from_args,
+    child_tuning_from_recipe,
     paper_reserve_p,
 )
 from alicemind.childtuning.callbacks import ChildTuningCallback
@@ -33,6 +34,7 @@ __all__ = [
     "add_child_tuning_args",
     "apply_child_tuning_to_hf_trainer",
     "child_tuning_from_args",
+    "child_tuning_from_recipe",
     "compute_fisher_mask",
     "fisher_information",
     "global_percentile_threshold",

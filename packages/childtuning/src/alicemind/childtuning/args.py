@@ -69,3 +69,21 @@ def child_tuning_from_args(args: argparse.Namespace, task: str | None = None) ->
             raise ValueError("--child-tuning needs --reserve-p (no task given to look up the paper's value)")
         reserve_p = paper_reserve_p(task, mode)
     return ChildTuningCallback(mode, check_reserve_p(reserve_p))
+
+
+def child_tuning_from_recipe(recipe: dict, task: str | None = None) -> ChildTuningCallback | None:
+    """The same as :func:`child_tuning_from_args` for a YAML recipe's ``child_tuning`` / ``reserve_p`` keys.
+
+    Raises ValueError for an unknown mode, a reserve_p without a mode, or a task with no published p.
+    """
+    mode = recipe.get("child_tuning")
+    namespace = argparse.Namespace(
+        child_tuning=normalize_mode(str(mode)) if mode else None, reserve_p=recipe.get("reserve_p")
+    )
+    try:
+        return child_tuning_from_args(namespace, task)
+    except KeyError as err:
+        raise ValueError(f"{err.args[0]}; set reserve_p=P") from None
+    except ValueError as err:  # same rule, named as the recipe keys rather than the flags
+        message = str(err).replace("--reserve-p", "reserve_p").replace("--child-tuning {F,D}", "child_tuning=F|D")
+        raise ValueError(message.replace("--child-tuning", "child_tuning")) from None

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from alicemind.core.cli import CliError
 from alicemind.core.generation import GenerationConfig, generate
 from alicemind.core.metrics import corpus_bleu, ngram_bleu, rouge
 from alicemind.core.tokenization import BaseTokenizer
@@ -94,6 +95,21 @@ def _training_config(values: dict[str, Any]) -> TrainingConfig:
     return TrainingConfig.from_dict(dict(values))
 
 
+def _child_tuning(recipe: dict[str, Any]) -> list:
+    """ChildTuning from the recipe's ``child_tuning`` (F or D) and ``reserve_p`` keys (alicemind-childtuning)."""
+    if not recipe.get("child_tuning") and recipe.get("reserve_p") is None:
+        return []
+    try:
+        from alicemind.childtuning import child_tuning_from_recipe
+    except ImportError:
+        raise CliError("child_tuning needs alicemind-childtuning (pip install alicemind-childtuning)") from None
+    try:
+        # No published p exists for generation tasks, so reserve_p must be given.
+        return [child_tuning_from_recipe(recipe)]
+    except ValueError as err:
+        raise CliError(f"child_tuning: {err}") from None
+
+
 def finetune(recipe: dict[str, Any]) -> dict[str, Any]:
     """Fine-tune on ``data.train``; evaluate generation on ``data.valid`` (if given); save to the output folder.
 
@@ -128,6 +144,7 @@ def finetune(recipe: dict[str, Any]) -> dict[str, Any]:
         compute_loss=lambda m, batch: m(**batch, label_smoothing=smoothing),
         optimizer=optimizer,
         scheduler=scheduler,
+        callbacks=_child_tuning(recipe),
     )
     state = trainer.train()
     out = Path(training.get("output_dir") or "runs/palm-finetune") / "final"

@@ -228,22 +228,15 @@ def _build_model(recipe: dict[str, Any], tasks: list[TaskSpec]) -> StructBertFor
 
 def _callbacks(recipe: dict[str, Any], tasks: list[TaskSpec]) -> list[TrainerCallback]:
     callbacks: list[TrainerCallback] = []
-    mode, reserve_p = recipe.get("child_tuning"), recipe.get("reserve_p")
-    if mode:
+    if recipe.get("child_tuning") or recipe.get("reserve_p") is not None:
         try:
-            from alicemind.childtuning import ChildTuningCallback, paper_reserve_p
+            from alicemind.childtuning import child_tuning_from_recipe
         except ImportError:
             raise CliError("child_tuning needs alicemind-childtuning (pip install alicemind-childtuning)") from None
-        if str(mode).upper() not in ("F", "D"):
-            raise CliError(f"child_tuning must be F or D, got {mode!r}")
-        if reserve_p is None:
-            try:
-                reserve_p = paper_reserve_p(tasks[0].name, str(mode))
-            except KeyError as err:
-                raise CliError(f"{err.args[0]}; give reserve_p=P") from None
-        callbacks.append(ChildTuningCallback(str(mode).upper(), float(reserve_p)))
-    elif reserve_p is not None:
-        raise CliError("reserve_p was given without child_tuning=F|D")
+        try:
+            callbacks.append(child_tuning_from_recipe(recipe, tasks[0].name))
+        except ValueError as err:
+            raise CliError(f"child_tuning: {err}") from None
     adv = dict(recipe.get("adversarial") or {})
     if adv.pop("enabled", False):
         from alicemind.structbert.adversarial import AdversarialCallback
