@@ -47,7 +47,8 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", "shared/tests", *[f"packages/{p}/tests" for p in PACKAGES], *session.posargs)
 
 
-@nox.session(python="3.11")
+# Always a fresh venv: a reused one keeps an older wheel of the same version (pip sees it as satisfied).
+@nox.session(python="3.11", reuse_venv=False)
 @nox.parametrize("package", ["core", *PACKAGES])
 def isolation(session: nox.Session, package: str) -> None:
     """Build wheels, install one package alone (with only its declared deps) and run its own tests there."""
