@@ -55,6 +55,8 @@ def test_reproduce_runs_every_task_over_seeds_and_reports(tmp_path, capsys):
     has_png = (out / "learning_curves.png").is_file()
     assert has_png == (importlib.util.find_spec("matplotlib") is not None)
     assert ("learning_curves.png" in report) == has_png
+    if has_png:  # the [plots] extra (installed by the test extra) draws a real image
+        assert (out / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_reproduce_errors(tmp_path, capsys):
