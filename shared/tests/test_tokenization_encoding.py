@@ -74,7 +74,10 @@ def test_tensors_and_batch_encoding(tok):
     assert out.to(torch.device("cpu")) is out and out.input_ids.device.type == "cpu"
     with pytest.raises(AttributeError, match="no field 'labels'"):
         _ = out.labels
-    assert pickle.loads(pickle.dumps(out)).keys() == out.keys()
+    # DataLoader workers pickle batches: the round trip must keep the type and every tensor.
+    back = pickle.loads(pickle.dumps(out))
+    assert isinstance(back, BatchEncoding) and back.keys() == out.keys()
+    assert all(torch.equal(back[k], out[k]) for k in out)
     with pytest.raises(ValueError, match="return_tensors"):
         tok("the", return_tensors="np")
 

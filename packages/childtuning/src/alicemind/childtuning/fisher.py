@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from alicemind.childtuning.masking import check_reserve_p
+from alicemind.core.training import move_to_device, split_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -28,32 +29,13 @@ def original_param_filter(name: str, param: nn.Parameter) -> bool:
 
 
 def default_loss_fn(model: nn.Module, batch: Any) -> torch.Tensor:
-    """``model(**batch)`` and its ``.loss`` (or ``["loss"]``), the Hugging Face convention."""
+    """``model(**batch)`` and its ``.loss`` (or ``["loss"]``), read as core's Trainer reads it."""
     if not isinstance(batch, Mapping):
         raise TypeError(
             f"the default Fisher loss calls model(**batch) and needs dict batches, got {type(batch).__name__}; "
             "pass loss_fn=(model, batch) -> loss"
         )
-    outputs = model(**batch)
-    loss = getattr(outputs, "loss", None)
-    if loss is None and isinstance(outputs, Mapping):
-        loss = outputs.get("loss")
-    if loss is None:
-        raise ValueError("the model output has no 'loss' (are labels in the batch?); pass loss_fn=... instead")
-    return loss
-
-
-def move_to_device(batch: Any, device: torch.device) -> Any:
-    """Recursively move the tensors of a batch (mapping, list, tuple, namedtuple or tensor) to ``device``."""
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, Mapping):
-        return {k: move_to_device(v, device) for k, v in batch.items()}
-    if isinstance(batch, tuple) and hasattr(batch, "_fields"):
-        return type(batch)(*(move_to_device(v, device) for v in batch))
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(move_to_device(v, device) for v in batch)
-    return batch
+    return split_outputs(model(**batch))[0]
 
 
 @torch.no_grad()
