@@ -9,6 +9,10 @@ alike); the median is reported. tokens/s counts the returned tokens (batch x new
 beams explored. Peak memory: each implementation alone in its own subprocess (a warm-up and one timed call),
 VmHWM, and in brackets its rise over the resident size once the model is built.
 
+The matmul floor (``_matmul_floor``) times the same call's fp32 matrix products alone, alternated with the two
+models: any fp32 implementation on this machine runs slower than it. The table gives ours, HF and 1.5x HF as a
+share of it, so a target above 100% is one that no implementation can reach at that shape.
+
     python benchmarks/bench_palm_generation.py [--batch 4 --src 64 --new 32 --threads 2 --repeats 3 --shapes base,small]
 """
 
@@ -47,7 +51,7 @@ def _build(impl: str, args):
             decoder_ffn_dim=args.ffn, max_position_embeddings=1024, pad_token_id=0, bos_token_id=101,
             eos_token_id=102, decoder_start_token_id=101, forced_bos_token_id=None, forced_eos_token_id=None,
         )  # fmt: skip
-        return BartForConditionalGeneration(config).eval()
+        return BartForConditionalGeneration(config).eval().to(args.device, _dtype(args))
     from alicemind.palm import PalmConfig, PalmForConditionalGeneration
 
     config = PalmConfig.from_preset(
@@ -55,7 +59,13 @@ def _build(impl: str, args):
         dec_hidden_layers=args.layers, num_attention_heads=args.heads, intermediate_size=args.ffn,
         real_vocab_size=None,
     )  # fmt: skip
-    return PalmForConditionalGeneration(config).eval()
+    return PalmForConditionalGeneration(config).eval().to(args.device, _dtype(args))
+
+
+def _dtype(args):
+    import torch
+
+    return {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
 
 
 def _runner(impl: str, args, beams: int):
@@ -64,7 +74,7 @@ def _runner(impl: str, args, beams: int):
 
     model = _build(impl, args)
     g = torch.Generator().manual_seed(1)
-    ids = torch.randint(1000, args.vocab, (args.batch, args.src), generator=g)
+    ids = torch.randint(1000, args.vocab, (args.batch, args.src), generator=g).to(args.device)
     mask = torch.ones_like(ids)
     new = args.new
     if impl == "hf":
@@ -82,34 +92,96 @@ def _runner(impl: str, args, beams: int):
     return lambda: generate(model, ids, mask, config).sequences
 
 
+def _matmul_floor(args, beams: int):
+    """The same call reduced to its fp32 matrix products, and nothing else.
+
+    The encoder's (QKV, output, FFN) on every source token, the cross-attention keys/values once, then per new
+    token the decoder's (fused QKV, output, cross query and output, FFN) and the vocabulary projection on one row
+    per beam. No attention, norms, activations or search: a bound that no implementation doing these products
+    with torch's kernels can beat. At batch 4 a decode step streams every decoder weight from memory for a few
+    rows, so this floor is set by memory bandwidth.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    h, f, n = args.hidden, args.ffn, args.layers
+    like = dict(device=args.device, dtype=_dtype(args))
+
+    def layer(shapes):
+        return [(torch.randn(out, inp, **like) * 0.02, torch.zeros(out, **like)) for inp, out in shapes]
+
+    encoder = [layer([(h, 3 * h), (h, h), (h, f), (f, h)]) for _ in range(n)]
+    decoder = [layer([(h, 3 * h), (h, h), (h, h), (h, h), (h, f), (f, h)]) for _ in range(n)]
+    cross_kv = layer([(h, 2 * h)] * n)
+    head = torch.randn(args.vocab, h, **like) * 0.02
+    tokens, rows = torch.randn(args.batch * args.src, h, **like), torch.randn(args.batch * beams, h, **like)
+    wide_tokens, wide_rows = torch.randn(args.batch * args.src, f, **like), torch.randn(args.batch * beams, f, **like)
+
+    def run():
+        for weights in encoder:
+            for w, b in weights:
+                F.linear(tokens if w.shape[1] == h else wide_tokens, w, b)
+        for w, b in cross_kv:
+            F.linear(tokens, w, b)
+        for _ in range(args.new):
+            for weights in decoder:
+                for w, b in weights:
+                    F.linear(rows if w.shape[1] == h else wide_rows, w, b)
+            F.linear(rows, head)
+
+    return run
+
+
 def worker(args) -> dict:
     """``--impl both``: time the two alternately in this process (drifting machine load hits both alike);
     ``--impl ours|hf``: one warm-up and one timed call alone, for its peak memory."""
     import torch
 
     torch.set_num_threads(int(args.threads))
-    impls = ("hf", "ours") if args.impl == "both" else (args.impl,)
-    runs = {impl: _runner(impl, args, args.beams) for impl in impls}
+    impls = ("hf", "ours", "floor") if args.impl == "both" else (args.impl,)
+    runs = {
+        impl: _runner(impl, args, args.beams) if impl != "floor" else _matmul_floor(args, args.beams) for impl in impls
+    }
     times = {impl: [] for impl in impls}
-    base = status_mb("VmRSS")
-    reset_peak()
+    cuda = args.device.startswith("cuda")
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
+    if cuda:  # device memory, not the host process's
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated() / 2**20
+    else:
+        base = status_mb("VmRSS")
+        reset_peak()
     with torch.inference_mode():
         for impl, run in runs.items():
             out = run()  # warm-up
-            assert out.shape == (args.batch, args.new + 1), f"{impl} returned {tuple(out.shape)}"
+            assert impl == "floor" or out.shape == (args.batch, args.new + 1), f"{impl} returned {tuple(out.shape)}"
         for _ in range(args.repeats if args.impl == "both" else 1):
             for impl, run in runs.items():
+                sync()
                 start = time.perf_counter()
                 run()
+                sync()
                 times[impl].append(time.perf_counter() - start)
     result = {f"{impl}_tokens_per_s": args.batch * args.new / statistics.median(t) for impl, t in times.items()}
-    result.update(peak_mb=status_mb("VmHWM"), peak_over_model_mb=status_mb("VmHWM") - base)
+    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else status_mb("VmHWM")
+    result.update(peak_mb=peak, peak_over_model_mb=peak - base)
     return result
+
+
+def _device_name(device: str) -> str:
+    import torch
+
+    return torch.cuda.get_device_name(device) if device.startswith("cuda") else "cpu"
 
 
 def measure(args, impl: str, beams: int) -> dict:
     cmd = [sys.executable, __file__, "--worker", "--impl", impl, "--beams", str(beams)]
-    for key in ("batch", "src", "new", "threads", "repeats", "layers", "hidden", "heads", "ffn", "vocab"):
+    keys = ("batch", "src", "new", "threads", "repeats", "layers", "hidden", "heads", "ffn", "vocab", "device", "dtype")
+    for key in keys:
         cmd += [f"--{key}", str(getattr(args, key))]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode:
@@ -128,6 +200,8 @@ def main() -> None:
     p.add_argument("--threads", default="2", help="torch threads; a comma-separated list gives one table each")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--shapes", default="base,small", help=f"comma-separated, from {sorted(SHAPES)}")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]; peak memory is then the device's")
+    p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="weights and activations of all three")
     p.add_argument("--layers", type=int, help=argparse.SUPPRESS)
     p.add_argument("--hidden", type=int, help=argparse.SUPPRESS)
     p.add_argument("--heads", type=int, help=argparse.SUPPRESS)
@@ -146,13 +220,14 @@ def main() -> None:
     lines = [
         f"PALM generation vs transformers {transformers.__version__} BartForConditionalGeneration (same shape, random "
         f"weights), torch {torch.__version__}, {platform.processor() or platform.machine()}, CPU "
-        f"({os.cpu_count()} cores), torch threads as listed per row.",
+        f"({os.cpu_count()} cores), torch threads as listed per row; device {_device_name(args.device)}, "
+        f"{args.dtype}.",
         f"Batch {args.batch}, source {args.src} tokens, exactly {args.new} new tokens per output; median of "
         f"{args.repeats} alternating runs after a warm-up; peak memory of each alone in its own process.",
         "",
-        "| shape | decoding | ours tokens/s | HF tokens/s | speed-up | ours peak MB (over model) "
-        "| HF peak MB (over model) |",
-        "|---|---|---|---|---|---|---|",
+        "| shape | decoding | ours tokens/s | HF tokens/s | speed-up | matmul floor tokens/s | ours, HF, 1.5x HF "
+        "as % of floor | ours peak MB (over model) | HF peak MB (over model) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     runs = [(shape, int(t)) for t in str(args.threads).split(",") for shape in args.shapes.split(",")]
     for shape, threads in runs:
@@ -163,10 +238,11 @@ def main() -> None:
         for beams in (1, 4):
             speed = measure(args, "both", beams)
             hf, ours = measure(args, "hf", beams), measure(args, "ours", beams)
-            ours_tps, hf_tps = speed["ours_tokens_per_s"], speed["hf_tokens_per_s"]
+            ours_tps, hf_tps, floor = (speed[f"{k}_tokens_per_s"] for k in ("ours", "hf", "floor"))
+            shares = ", ".join(f"{100 * x / floor:.0f}%" for x in (ours_tps, hf_tps, 1.5 * hf_tps))
             lines.append(
-                f"| {label} | {mode[beams]} | {ours_tps:.1f} | {hf_tps:.1f} | {ours_tps / hf_tps:.2f}x | "
-                f"{ours['peak_mb']:.0f} ({ours['peak_over_model_mb']:.0f}) | {hf['peak_mb']:.0f} "
+                f"| {label} | {mode[beams]} | {ours_tps:.1f} | {hf_tps:.1f} | {ours_tps / hf_tps:.2f}x | {floor:.1f} | "
+                f"{shares} | {ours['peak_mb']:.0f} ({ours['peak_over_model_mb']:.0f}) | {hf['peak_mb']:.0f} "
                 f"({hf['peak_over_model_mb']:.0f}) |"
             )
             print(lines[-1], flush=True)
@@ -177,7 +253,12 @@ def main() -> None:
     if not args.no_write:
         RESULTS.mkdir(exist_ok=True)
         command = "python benchmarks/bench_palm_generation.py " + " ".join(sys.argv[1:])
-        (RESULTS / "palm_generation.md").write_text(f"# PALM generation throughput\n\n`{command.strip()}`\n\n{text}")
+        name = (
+            "palm_generation.md"
+            if args.device == "cpu" and args.dtype == "fp32"
+            else (f"palm_generation_{args.device.split(':')[0]}_{args.dtype}.md")
+        )
+        (RESULTS / name).write_text(f"# PALM generation throughput\n\n`{command.strip()}`\n\n{text}")
 
 
 if __name__ == "__main__":

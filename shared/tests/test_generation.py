@@ -194,6 +194,20 @@ def test_greedy_never_repeats_a_blocked_ngram(n) -> None:
     assert not any(_repeats_ngram(t, n) for t in _rows(out))
 
 
+@pytest.mark.parametrize("sample", [False, True])
+def test_a_row_with_every_token_banned_ends_with_eos(sample) -> None:
+    # Unigram blocking with EOS banned by min_length uses up the 12-token vocabulary: START is in the prompt, so
+    # the 10 other non-EOS tokens come once each, then every token is banned and the row must end with EOS.
+    model = toy.ToySeq2Seq(seed=0)
+    ids, mask = toy.padded_batch(SOURCES)
+    config = _config(max_new_tokens=30, min_length=25, no_repeat_ngram_size=1, do_sample=sample)
+    out = generate(model, ids, mask, config, generator=torch.Generator().manual_seed(0))
+    for row, score in zip(_rows(out), out.scores.tolist()):
+        assert sorted(row[1:-1]) == [t for t in range(12) if t not in (START, EOS)]
+        assert row[-1] == EOS
+        assert math.isfinite(score)  # the model's own log-probability of that EOS, not -inf
+
+
 def test_repetition_penalty_in_greedy_matches_a_manual_loop() -> None:
     model = toy.ToySeq2Seq(seed=0)
     ids, mask = toy.padded_batch(SOURCES)

@@ -109,16 +109,17 @@ def beam_search(
             logits = model.decode_step(tokens.reshape(-1, 1), cache)[:, -1]
         position, length = prompt_len + step, step + 1
         history = history_rows[:, :position] if needs_history else None
-        logprobs, allowed = step_scores(logits, history, config, step)
-        logprobs = logprobs.masked_fill(torch.isneginf(allowed), NEG_INF)
+        scores = step_scores(logits, history, config, step)
         if hyps is None or beam_sums is None:
-            hyps = _Hypotheses(history_rows[::beams], beams, logprobs.dtype, config)
+            hyps = _Hypotheses(history_rows[::beams], beams, scores.log_norm.dtype, config)
             # All beams start identical: only the first may expand, or the top-k would hold duplicates.
-            beam_sums = torch.zeros(batch, beams, dtype=logprobs.dtype, device=device)
+            beam_sums = torch.zeros(batch, beams, dtype=scores.log_norm.dtype, device=device)
             beam_sums[:, 1:] = NEG_INF
 
-        rows, vocab = active.numel(), logprobs.shape[-1]
-        candidates = (beam_sums.unsqueeze(-1) + logprobs.view(rows, beams, vocab)).view(rows, beams * vocab)
+        rows, vocab = active.numel(), scores.allowed.shape[-1]
+        # sum + log-prob in one pass over the vocabulary; banned tokens stay -inf.
+        offsets = (beam_sums.reshape(-1) - scores.log_norm).unsqueeze(1)
+        candidates = (scores.allowed + offsets).view(rows, beams * vocab)
         top_sums, top_ids = candidates.topk(min(beams * (1 + len(eos_ids)), beams * vocab), dim=1)
         top_src = top_ids // vocab + torch.arange(rows, device=device).unsqueeze(1) * beams
         top_tokens = top_ids % vocab

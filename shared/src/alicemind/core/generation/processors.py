@@ -6,6 +6,8 @@ over rows, tokens or the vocabulary.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
@@ -87,30 +89,35 @@ def sampling_logits(logits: Tensor, temperature: float, top_k: int, top_p: float
     return top_p_filter(top_k_filter(logits, top_k), top_p)
 
 
-def rescue_dead_rows(logits: Tensor, eos_ids: list[int]) -> Tensor:
-    """Give EOS a finite score in rows where every token was banned, so such a row ends instead of failing."""
-    dead = torch.isneginf(logits).all(dim=-1)
-    if not eos_ids or not bool(dead.any()):
-        return logits
-    logits = logits.clone()
-    logits[dead.nonzero().squeeze(1), eos_ids[0]] = 0.0
-    return logits
+class StepScores(NamedTuple):
+    """One decoding step's scores ``[N, V]``.
+
+    ``logits`` are the model's (after the repetition penalty, which changes its distribution), ``allowed`` the
+    same with banned tokens at -inf, and ``log_norm`` ``[N]`` their log-partition, so a token's model
+    log-probability is ``logits[t] - log_norm``. Keeping the normaliser apart, rather than a log-softmaxed copy,
+    saves a full pass over the vocabulary at every step.
+    """
+
+    logits: Tensor
+    allowed: Tensor
+    log_norm: Tensor
+
+    def logprobs_of(self, tokens: Tensor) -> Tensor:
+        """Model log-probabilities ``[N]`` of ``tokens`` ``[N]``."""
+        return self.logits.gather(1, tokens.unsqueeze(1)).squeeze(1) - self.log_norm
 
 
-def step_scores(
-    logits: Tensor, history: Tensor | None, config: GenerationConfig, generated: int
-) -> tuple[Tensor, Tensor]:
-    """Apply the config's penalties and bans to one step's logits ``[N, V]``.
+def step_scores(logits: Tensor, history: Tensor | None, config: GenerationConfig, generated: int) -> StepScores:
+    """Apply the config's penalties and bans to one step's logits ``[N, V]`` (see :class:`StepScores`).
 
     ``history`` ``[N, T]`` is the decoder sequence so far (needed only for the repetition penalty and n-gram
-    blocking); ``generated`` counts the tokens generated before this step. Returns ``(logprobs, allowed)``:
-    the model's log-probabilities in at least fp32 (after the repetition penalty, which changes the model's
-    distribution) and the same logits with banned tokens (EOS before ``min_length``, repeated n-grams) at -inf.
+    blocking); ``generated`` counts the tokens generated before this step. Bans are EOS before ``min_length``
+    and repeated n-grams. Scores are computed in at least fp32.
     """
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
     if config.repetition_penalty != 1.0 and history is not None:
         logits = apply_repetition_penalty(logits, history, config.repetition_penalty)
-    logprobs = torch.log_softmax(logits, dim=-1)
+    log_norm = torch.logsumexp(logits, dim=-1)
     allowed = logits
     if generated < config.min_length:
         allowed = ban_tokens(allowed, config.eos_ids)
@@ -118,4 +125,4 @@ def step_scores(
         allowed = allowed.masked_fill(
             no_repeat_ngram_mask(history, config.no_repeat_ngram_size, logits.shape[-1]), NEG_INF
         )
-    return logprobs, allowed
+    return StepScores(logits, allowed, log_norm)

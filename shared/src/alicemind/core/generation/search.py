@@ -9,8 +9,25 @@ from torch import Tensor
 
 from alicemind.core.generation.config import GenerationConfig
 from alicemind.core.generation.output import GenerationOutput
-from alicemind.core.generation.processors import rescue_dead_rows, sampling_logits, step_scores
+from alicemind.core.generation.processors import StepScores, sampling_logits, step_scores
 from alicemind.core.generation.protocol import EncoderDecoderLM, Streamer
+
+
+def _next_tokens(scores: StepScores, config: GenerationConfig, generator: torch.Generator | None) -> Tensor:
+    """The most likely allowed token of each row, or a draw from the filtered distribution.
+
+    A row whose every token is banned (n-gram blocking can do that) gets EOS, so it ends instead of failing.
+    """
+    best, tokens = scores.allowed.max(dim=-1)
+    dead = torch.isneginf(best)
+    any_dead = bool(dead.any())
+    if config.do_sample:
+        logits = scores.allowed.masked_fill(dead.unsqueeze(1), 0.0) if any_dead else scores.allowed
+        probs = sampling_logits(logits, config.temperature, config.top_k, config.top_p).softmax(dim=-1)
+        tokens = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    if any_dead and config.eos_ids:
+        tokens = tokens.masked_fill(dead, config.eos_ids[0])
+    return tokens
 
 
 def greedy_or_sample(
@@ -55,19 +72,13 @@ def greedy_or_sample(
             logits = model.decode_step(tokens.unsqueeze(1), cache)[:, -1]
         position = prompt_len + step
         history = sequences[active, :position] if needs_history else None
-        logprobs, allowed = step_scores(logits, history, config, step)
-        allowed = rescue_dead_rows(allowed, eos_ids)
-        if config.do_sample:
-            probs = sampling_logits(allowed, config.temperature, config.top_k, config.top_p).softmax(dim=-1)
-            tokens = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-        else:
-            tokens = allowed.argmax(dim=-1)
-
+        scores = step_scores(logits, history, config, step)
+        tokens = _next_tokens(scores, config, generator)
         if sums is None:
-            sums = torch.zeros(rows, dtype=logprobs.dtype, device=prompt.device)
+            sums = torch.zeros(rows, dtype=scores.log_norm.dtype, device=prompt.device)
         sequences[active, position] = tokens
         lengths[active] = step + 1
-        sums[active] += logprobs.gather(1, tokens.unsqueeze(1)).squeeze(1)
+        sums[active] += scores.logprobs_of(tokens)
 
         finished = torch.isin(tokens, eos)
         if step == max_new_tokens - 1:
