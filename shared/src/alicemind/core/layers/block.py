@@ -75,8 +75,12 @@ class TransformerBlock(nn.Module):
 
     def _residual(self, x: torch.Tensor, norm: nn.LayerNorm, sublayer) -> torch.Tensor:
         if self.norm_first:
-            return x + self.dropout(sublayer(norm(x)))
-        return norm(x + self.dropout(sublayer(x)))
+            return x + self._drop(sublayer(norm(x)))
+        return norm(x + self._drop(sublayer(x)))
+
+    def _drop(self, x: torch.Tensor) -> torch.Tensor:
+        # Skipping the identity module call in eval matters in decoding, where a step is many tiny ops.
+        return self.dropout(x) if self.training and self.dropout.p > 0 else x
 
     def forward(
         self,
