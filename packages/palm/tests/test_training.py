@@ -39,7 +39,7 @@ def _train(model, loader, steps: int, lr: float) -> list[dict]:
     return [r for r in state.log_history if "loss" in r]
 
 
-def test_pretraining_lowers_mlm_and_decoder_loss(make_config):
+def test_pretraining_lowers_mlm_and_decoder_loss(make_config, arch):
     rng = random.Random(0)
     # Documents follow t[i+1] = t[i] + stride (mod 20): masked tokens and continuations are predictable.
     docs = []
@@ -51,17 +51,20 @@ def test_pretraining_lowers_mlm_and_decoder_loss(make_config):
     assert all(len(x["source_ids"]) <= 18 and 3 <= len(x["target_ids"]) <= 8 for x in instances)
     collate = PretrainingCollator(pad_token_id=PAD, mask_token_id=MASK, vocab_size=V, special_ids=[BOS, EOS, MASK],
                                   mlm_probability=data.mlm_probability, generator=torch.Generator().manual_seed(0))  # fmt: skip
-    config = make_config("sofa-zh", vocab_size=V, hidden_size=48, num_attention_heads=4, intermediate_size=96,
+    # presumm-en-pgen trains the decoder loss through the copy mechanism (pointer-generator).
+    config = make_config(arch, vocab_size=V, hidden_size=48, num_attention_heads=4, intermediate_size=96,
                          pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS, initializer_range=0.02)  # fmt: skip
     torch.manual_seed(0)
     model = PalmForPreTraining(config)
     loader = DataLoader(instances, batch_size=32, shuffle=True, collate_fn=collate)
     history = _train(model, loader, steps=200, lr=3e-3)
     first, last = history[0], history[-1]
-    # Both start near ln(24) = 3.18 (uniform); the MLM part learns slower (only 20% of tokens carry a label).
+    # Both start near ln(24) = 3.18 (uniform); the MLM part learns slower (only 20% of tokens carry a label), and
+    # in 200 steps the English architecture (post-LN RoBERTa encoder) gets less far than sofa's pre-LN one.
+    mlm_ratio, lm_ratio = (0.8, 0.3) if arch == "sofa-zh" else (0.9, 0.45)
     assert first["mlm_loss"] > 3.0 and first["lm_loss"] > 3.0
-    assert last["mlm_loss"] < 0.8 * first["mlm_loss"], (first, last)
-    assert last["lm_loss"] < 0.3 * first["lm_loss"], (first, last)
+    assert last["mlm_loss"] < mlm_ratio * first["mlm_loss"], (first, last)
+    assert last["lm_loss"] < lm_ratio * first["lm_loss"], (first, last)
 
 
 def test_collator_masks_only_real_non_special_tokens():
