@@ -44,7 +44,8 @@ class KVCache:
         for name in ("key", "value"):
             old = getattr(self, name)
             new = old.new_empty((index.numel(), *old.shape[1:]))
-            new[:, :, : self.length] = old[:, :, : self.length].index_select(0, index)
+            # Straight into the new buffer: an index_select temporary plus a copy would move the cache twice.
+            torch.index_select(old[:, :, : self.length], 0, index, out=new[:, :, : self.length])
             setattr(self, name, new)
 
 
