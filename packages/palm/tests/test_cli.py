@@ -135,6 +135,30 @@ def test_finetune_generate_evaluate_verbs(tiny_zh_folder, tmp_path, capsys):
     assert scores["bleu-1"] < 1.0 and 0.0 < scores["rouge-l"] < 1.0
 
 
+def test_generate_texts_batches_by_length_and_keeps_input_order(tiny_zh_folder, monkeypatch):
+    from alicemind.core.generation import GenerationOutput
+    from alicemind.palm import runner
+
+    batches = []
+
+    def echo(model, input_ids, attention_mask, config):
+        """Stands in for decoding: 'generates' each source's own tokens, so outputs name their source."""
+        batches.append(attention_mask.sum(1).tolist())
+        body = input_ids[:, 1:].masked_fill(attention_mask[:, 1:] == 0, 0)  # drop [CLS]; padding decodes to ""
+        start = torch.full((input_ids.shape[0], 1), 2)
+        return GenerationOutput(sequences=torch.cat([start, body], 1), scores=torch.zeros(len(body)),
+                                lengths=torch.full((len(body),), body.shape[1]))  # fmt: skip
+
+    monkeypatch.setattr(runner, "generate", echo)
+    model, tokenizer = load_model(tiny_zh_folder), load_tokenizer(tiny_zh_folder)
+    sources = ["天气", "北京大风多云温度低", "上海雨", "明天晴天气高温北京上海", "问答"]
+    config = GenerationConfig(**model.generation_defaults(), max_new_tokens=4)
+    out = runner.generate_texts(model, tokenizer, sources, config, max_source_length=16, batch_size=2, progress=False)
+    assert out == sources  # [SEP] and padding are special tokens, skipped when decoding
+    lengths = [n for batch in batches for n in batch]
+    assert lengths == sorted(lengths, reverse=True) and len(batches) == 3  # longest first, in batches of 2
+
+
 def test_unknown_recipe_key_is_a_clean_error(capsys):
     assert main(["palm", "finetune", "--recipe", "finetune-lcsts", "trainig.lr=1"]) == 2
     assert "training" in capsys.readouterr().err

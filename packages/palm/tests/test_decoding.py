@@ -36,6 +36,28 @@ def test_padding_does_not_change_a_row(arch, make_model, make_source):
     assert (batched[2:3] - alone).abs().max().item() < 1e-5
 
 
+def test_padding_free_encoder_matches_the_padded_one(arch, make_model, make_source, monkeypatch):
+    from alicemind.core.layers import stack
+
+    packs = []
+    original = stack.PackedBatch.from_mask
+    monkeypatch.setattr(stack.PackedBatch, "from_mask", lambda m: packs.append(m) or original(m))
+    model = make_model(arch)
+    assert model.config.padding_free  # the default: packed encoder on padded batches
+    ids, mask = make_source(model)
+    real = mask.bool()
+    with torch.no_grad():
+        packed = model.encode(ids, mask)
+        assert len(packs) == 1  # the packed path ran
+        model.encoder.padding_free = False
+        padded = model.encode(ids, mask)
+        out_padded = generate(model, ids, mask, _config(model, max_new_tokens=6, num_beams=2))
+        model.encoder.padding_free = True
+        out_packed = generate(model, ids, mask, _config(model, max_new_tokens=6, num_beams=2))
+    assert (packed[real] - padded[real]).abs().max().item() < 1e-5
+    assert torch.equal(out_packed.sequences, out_padded.sequences)
+
+
 def _greedy_without_cache(model, ids, mask, steps: int) -> torch.Tensor:
     c = model.config
     out = torch.full((ids.shape[0], 1), c.start_token_id)

@@ -46,6 +46,8 @@ class PalmConfig(ModelConfig):
     # sofa's PalmEncoder applies its final LayerNorm twice when called with output_all_encoded_layers=False,
     # which is how PalmModel calls it; the released weights were trained and are evaluated that way.
     encoder_final_norm_twice: bool = False
+    # Run the encoder's linear layers, norms and FFN on the real tokens of a padded batch only (same outputs).
+    padding_free: bool = True
     # Decoder. None = same as the encoder field.
     dec_hidden_layers: int = 12
     dec_hidden_size: int | None = None

@@ -80,7 +80,7 @@ class PalmModel(PreTrainedModel):
             attention_dropout=c.attention_probs_dropout_prob,
             fused_qkv=zh and not c.attn_separate,
         )
-        self.encoder = TransformerStack(encoder_spec, c.num_hidden_layers)
+        self.encoder = TransformerStack(encoder_spec, c.num_hidden_layers, padding_free=c.padding_free)
         dec_h = c.decoder_hidden_size
         if zh:
             self.decoder_embeddings = None  # sofa feeds the decoder through the encoder's embedding module

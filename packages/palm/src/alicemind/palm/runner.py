@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from alicemind.core.cli import CliError
 from alicemind.core.generation import GenerationConfig, generate
@@ -62,19 +63,29 @@ def generate_texts(
     *,
     max_source_length: int,
     batch_size: int = 32,
+    progress: bool = True,
 ) -> list[str]:
-    """Decode ``sources`` in batches; Chinese outputs lose the spaces WordPiece decoding puts between characters."""
+    """The best output for each of ``sources``, in their order.
+
+    Sources are decoded in batches of similar length, longest first, so little work goes to padding and memory
+    peaks at the start; a progress bar counts sources. Chinese outputs lose the spaces WordPiece decoding puts
+    between characters.
+    """
     model.eval()
     device = next(model.parameters()).device
-    outputs: list[str] = []
-    for start in range(0, len(sources), batch_size):
-        batch = encode_sources(tokenizer, sources[start : start + batch_size], max_source_length=max_source_length)
-        result = generate(model, batch["input_ids"].to(device), batch["attention_mask"].to(device), config)
-        step = config.num_return_sequences
-        for row in range(0, result.sequences.shape[0], step):  # the best sequence of each source
-            ids = result.sequences[row, 1 : 1 + int(result.lengths[row])].tolist()
-            text = tokenizer.decode(ids, skip_special_tokens=True)
-            outputs.append(detokenize(text) if model.config.architecture == "sofa-zh" else text.strip())
+    outputs: list[str] = [""] * len(sources)
+    order = sorted(range(len(sources)), key=lambda i: len(sources[i]), reverse=True)
+    with tqdm(total=len(sources), desc="generate", unit="text", disable=not progress) as bar:
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            batch = encode_sources(tokenizer, [sources[i] for i in rows], max_source_length=max_source_length)
+            result = generate(model, batch["input_ids"].to(device), batch["attention_mask"].to(device), config)
+            step = config.num_return_sequences  # the best sequence of each source comes first
+            for row, index in zip(range(0, result.sequences.shape[0], step), rows):
+                ids = result.sequences[row, 1 : 1 + int(result.lengths[row])].tolist()
+                text = tokenizer.decode(ids, skip_special_tokens=True)
+                outputs[index] = detokenize(text) if model.config.architecture == "sofa-zh" else text.strip()
+            bar.update(len(rows))
     return outputs
 
 
