@@ -9,11 +9,14 @@ alike); the median is reported. tokens/s counts the returned tokens (batch x new
 beams explored. Peak memory: each implementation alone in its own subprocess (a warm-up and one timed call),
 VmHWM, and in brackets its rise over the resident size once the model is built.
 
-The matmul floor (``_matmul_floor``) times the same call's fp32 matrix products alone, alternated with the two
-models: any fp32 implementation on this machine runs slower than it. The table gives ours, HF and 1.5x HF as a
-share of it, so a target above 100% is one that no implementation can reach at that shape.
+The matmul floor (``_matmul_floor``) times the same call's matrix products alone (the encoder's on real tokens
+only), alternated with the two models: any implementation doing that arithmetic in that dtype on this machine
+runs slower than it. The table gives ours, HF and 1.5x HF as a share of it, so a target above 100% is one that no
+implementation can reach at that shape. ``--ragged`` gives the sources different lengths (padding), ``--device``
+and ``--dtype`` move all three to a GPU or to bf16.
 
     python benchmarks/bench_palm_generation.py [--batch 4 --src 64 --new 32 --threads 2 --repeats 3 --shapes base,small]
+    python benchmarks/bench_palm_generation.py --ragged --batch 16 --src 128 --shapes base
 """
 
 from __future__ import annotations
@@ -68,14 +71,26 @@ def _dtype(args):
     return {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
 
 
-def _runner(impl: str, args, beams: int):
-    """A model of ``impl`` and a function generating exactly ``args.new`` tokens per source with it."""
+def _sources(args):
+    """The source batch ``(ids, mask)``, the same for every implementation."""
     import torch
 
-    model = _build(impl, args)
     g = torch.Generator().manual_seed(1)
-    ids = torch.randint(1000, args.vocab, (args.batch, args.src), generator=g).to(args.device)
+    ids = torch.randint(1000, args.vocab, (args.batch, args.src), generator=g)
     mask = torch.ones_like(ids)
+    if args.ragged:  # source lengths uniform in [src/4, src], the longest exactly src; padding id 0 for both
+        lengths = torch.randint(args.src // 4, args.src + 1, (args.batch,), generator=g)
+        lengths[0] = args.src
+        mask = (torch.arange(args.src) < lengths[:, None]).long()
+        ids = ids * mask
+    return ids.to(args.device), mask.to(args.device)
+
+
+def _runner(impl: str, args, beams: int):
+    """A model of ``impl`` and a function generating exactly ``args.new`` tokens per source with it."""
+
+    model = _build(impl, args)
+    ids, mask = _sources(args)
     new = args.new
     if impl == "hf":
         from transformers import GenerationConfig as HFConfig
@@ -114,8 +129,9 @@ def _matmul_floor(args, beams: int):
     decoder = [layer([(h, 3 * h), (h, h), (h, h), (h, h), (h, f), (f, h)]) for _ in range(n)]
     cross_kv = layer([(h, 2 * h)] * n)
     head = torch.randn(args.vocab, h, **like) * 0.02
-    tokens, rows = torch.randn(args.batch * args.src, h, **like), torch.randn(args.batch * beams, h, **like)
-    wide_tokens, wide_rows = torch.randn(args.batch * args.src, f, **like), torch.randn(args.batch * beams, f, **like)
+    real = int(_sources(args)[1].sum())  # the encoder's work is its real tokens: padding is not needed work
+    tokens, rows = torch.randn(real, h, **like), torch.randn(args.batch * beams, h, **like)
+    wide_tokens, wide_rows = torch.randn(real, f, **like), torch.randn(args.batch * beams, f, **like)
 
     def run():
         for weights in encoder:
@@ -183,6 +199,7 @@ def measure(args, impl: str, beams: int) -> dict:
     keys = ("batch", "src", "new", "threads", "repeats", "layers", "hidden", "heads", "ffn", "vocab", "device", "dtype")
     for key in keys:
         cmd += [f"--{key}", str(getattr(args, key))]
+    cmd += ["--ragged"] if args.ragged else []
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode:
         raise RuntimeError(f"worker {impl} beams={beams} failed:\n{done.stderr[-3000:]}")
@@ -202,6 +219,7 @@ def main() -> None:
     p.add_argument("--shapes", default="base,small", help=f"comma-separated, from {sorted(SHAPES)}")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]; peak memory is then the device's")
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="weights and activations of all three")
+    p.add_argument("--ragged", action="store_true", help="source lengths uniform in [src/4, src] instead of all src")
     p.add_argument("--layers", type=int, help=argparse.SUPPRESS)
     p.add_argument("--hidden", type=int, help=argparse.SUPPRESS)
     p.add_argument("--heads", type=int, help=argparse.SUPPRESS)
@@ -217,12 +235,13 @@ def main() -> None:
     import transformers
 
     mode = {1: "greedy", 4: "beam 4"}
+    sources = f"lengths uniform in [{args.src // 4}, {args.src}] tokens" if args.ragged else f"{args.src} tokens"
     lines = [
         f"PALM generation vs transformers {transformers.__version__} BartForConditionalGeneration (same shape, random "
         f"weights), torch {torch.__version__}, {platform.processor() or platform.machine()}, CPU "
         f"({os.cpu_count()} cores), torch threads as listed per row; device {_device_name(args.device)}, "
         f"{args.dtype}.",
-        f"Batch {args.batch}, source {args.src} tokens, exactly {args.new} new tokens per output; median of "
+        f"Batch {args.batch}, source {sources}, exactly {args.new} new tokens per output; median of "
         f"{args.repeats} alternating runs after a warm-up; peak memory of each alone in its own process.",
         "",
         "| shape | decoding | ours tokens/s | HF tokens/s | speed-up | matmul floor tokens/s | ours, HF, 1.5x HF "
@@ -253,11 +272,8 @@ def main() -> None:
     if not args.no_write:
         RESULTS.mkdir(exist_ok=True)
         command = "python benchmarks/bench_palm_generation.py " + " ".join(sys.argv[1:])
-        name = (
-            "palm_generation.md"
-            if args.device == "cpu" and args.dtype == "fp32"
-            else (f"palm_generation_{args.device.split(':')[0]}_{args.dtype}.md")
-        )
+        suffix = "" if args.device == "cpu" and args.dtype == "fp32" else f"_{args.device.split(':')[0]}_{args.dtype}"
+        name = f"palm_generation{suffix}{'_ragged' if args.ragged else ''}.md"
         (RESULTS / name).write_text(f"# PALM generation throughput\n\n`{command.strip()}`\n\n{text}")
 
 
