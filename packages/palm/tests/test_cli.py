@@ -159,6 +159,16 @@ def test_generate_texts_batches_by_length_and_keeps_input_order(tiny_zh_folder, 
     assert lengths == sorted(lengths, reverse=True) and len(batches) == 3  # longest first, in batches of 2
 
 
+def test_generate_verb_refuses_an_impossible_length_in_one_line(tiny_zh_folder, tmp_path, capsys):
+    (tmp_path / "in.txt").write_text("天气晴\n", encoding="utf-8")
+    limit = load_model(tiny_zh_folder).max_decoder_positions
+    args = ["palm", "generate", "--model", str(tiny_zh_folder), "--input", str(tmp_path / "in.txt"),
+            "--no-progress", f"generation.max_new_tokens={limit}"]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("alicemind: error:") and "lower max_new_tokens" in err and "\n" not in err
+
+
 def test_unknown_recipe_key_is_a_clean_error(capsys):
     assert main(["palm", "finetune", "--recipe", "finetune-lcsts", "trainig.lr=1"]) == 2
     assert "training" in capsys.readouterr().err

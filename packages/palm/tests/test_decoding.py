@@ -160,3 +160,16 @@ def test_reorder_within_sources_keeps_cross_attention(arch, make_model, make_sou
         full = model(ids[rows], mask[rows], torch.cat([prefix[swap], nxt], dim=1)).logits[:, -1:]
     # Pointer-generator outputs are log-probabilities down to log(1e-20) = -46: compare relatively too.
     torch.testing.assert_close(got, full, atol=1e-5, rtol=1e-5)
+
+
+def test_too_many_new_tokens_are_refused_before_any_work(arch, make_model, make_source, monkeypatch):
+    from alicemind.core.layers import SequenceTooLongError
+
+    model = make_model(arch)
+    ids, mask = make_source(model)
+    limit = model.max_decoder_positions
+    fits = generate(model, ids[:1], mask[:1], _config(model, max_new_tokens=limit - 1))  # + the start token
+    assert fits.sequences.shape[1] == limit
+    monkeypatch.setattr(model, "encode", lambda *a, **k: pytest.fail("encoded despite an impossible length"))
+    with pytest.raises(SequenceTooLongError, match=f"needs {limit + 1} positions; the model's decoder has {limit}"):
+        generate(model, ids, mask, _config(model, max_new_tokens=limit))

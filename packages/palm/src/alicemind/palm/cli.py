@@ -75,7 +75,8 @@ def _generate(args: argparse.Namespace) -> int:
     model, tokenizer, _ = load_model_and_tokenizer(args.model, recipe.get("tokenizer"))
     sources = _read_lines(args.input)
     outputs = generate_texts(model, tokenizer, sources, generation_config(model, recipe.get("generation")),
-                             max_source_length=recipe["max_source_length"], batch_size=recipe["batch_size"])  # fmt: skip
+                             max_source_length=recipe["max_source_length"], batch_size=recipe["batch_size"],
+                             progress=not args.no_progress)  # fmt: skip
     text = "\n".join(outputs) + "\n"
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
@@ -132,6 +133,7 @@ def register(subparsers) -> None:
     p.add_argument("--model", required=True, help="checkpoint folder or registered name")
     p.add_argument("--input", required=True, help="text file, one source per line")
     p.add_argument("--output", help="write here instead of stdout")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (it goes to stderr)")
     add_recipe_arguments(p, default="generate")
     p.set_defaults(func=_generate)
 

@@ -339,6 +339,12 @@ class PalmForConditionalGeneration(PalmModel):
                 cache.source_ids = cache.source_ids.index_select(0, index)
         return cache
 
+    @property
+    def max_decoder_positions(self) -> int:
+        """Decoder positions the model has: the shared position table (sofa) or the sinusoidal table (PreSumm)."""
+        c = self.config
+        return c.max_position_embeddings - c.position_offset if self.decoder_positions is None else c.dec_max_positions
+
     def generation_defaults(self) -> dict[str, Any]:
         """Special-token settings for :class:`~alicemind.core.generation.GenerationConfig`."""
         c = self.config

@@ -19,6 +19,7 @@ from importlib.metadata import EntryPoint, entry_points
 from alicemind.core.cli.errors import CliError
 from alicemind.core.cli.recipes import list_recipes
 from alicemind.core.data import DataFormatError, UnknownTaskError
+from alicemind.core.layers.embeddings import SequenceTooLongError
 from alicemind.core.version import __version__
 
 ENTRY_POINT_GROUP = "alicemind.cli"
@@ -150,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as e:
         print(f"{e.prog}: error: {e}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, DataFormatError, UnknownTaskError) as e:
+    except (FileNotFoundError, DataFormatError, UnknownTaskError, SequenceTooLongError) as e:
         # The library's data errors already say what is wrong and where; a traceback adds nothing for a user.
         print(f"alicemind: error: {e}", file=sys.stderr)
         return 2

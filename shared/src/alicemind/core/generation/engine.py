@@ -12,6 +12,7 @@ from alicemind.core.generation.config import GenerationConfig
 from alicemind.core.generation.output import GenerationOutput
 from alicemind.core.generation.protocol import EncoderDecoderLM, Streamer
 from alicemind.core.generation.search import greedy_or_sample
+from alicemind.core.layers.embeddings import SequenceTooLongError
 
 StreamCallback = Callable[[Tensor, Tensor], None]
 _PROTOCOL_METHODS = ("encode", "init_decoder_cache", "decode_step", "reorder_cache")
@@ -86,6 +87,12 @@ def generate(
 
     prompt = _decoder_prompt(config, input_ids.shape[0], input_ids.device, decoder_input_ids)
     max_new_tokens = config.resolve_max_new_tokens(prompt.shape[1])
+    limit = getattr(model, "max_decoder_positions", None)
+    if limit is not None and prompt.shape[1] + max_new_tokens > limit:
+        raise SequenceTooLongError(
+            f"a decoder prompt of {prompt.shape[1]} plus max_new_tokens={max_new_tokens} needs "
+            f"{prompt.shape[1] + max_new_tokens} positions; the model's decoder has {limit}: lower max_new_tokens"
+        )
     with torch.no_grad():
         encoded = model.encode(input_ids, attention_mask)
         cache = model.init_decoder_cache(encoded, attention_mask, prompt.shape[1] + max_new_tokens)

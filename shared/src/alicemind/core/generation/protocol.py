@@ -14,6 +14,8 @@ class EncoderDecoderLM(Protocol):
     The engine never looks inside the cache: it only passes it back to ``decode_step`` and ``reorder_cache``.
     Row ``i`` of the cache always belongs to row ``i`` of the next ``decode_step`` input.
     The engine calls these under ``torch.no_grad()``; putting the model in eval mode is the caller's job.
+    A model whose decoder has a fixed number of positions may also expose ``max_decoder_positions`` (an int);
+    the engine then refuses, before any work, a prompt plus ``max_new_tokens`` that would not fit.
     """
 
     def encode(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
