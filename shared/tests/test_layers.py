@@ -22,6 +22,7 @@ from alicemind.core.layers import (
     build_attention_mask,
     causal_mask,
     get_activation,
+    group_rows_by_source,
 )
 
 
@@ -85,6 +86,35 @@ def test_cross_attention_ignores_padded_encoder_positions(fused):
     enc2[0, 3:] = 100.0  # garbage in padded positions must not matter
     torch.testing.assert_close(attn(x, mask=mask, kv_states=enc2), out)
     torch.testing.assert_close(out[:1], _reference_attention(attn, x[:1], enc[:1, :3]), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_beams_share_their_source_keys_values_in_cross_attention(fused):
+    # 2 sources x 3 beams: the beams' queries read their source's single copy of the keys/values.
+    torch.manual_seed(0)
+    attn = MultiHeadAttention(32, 4, cross=True, kv_size=16, fused=fused).eval()
+    x, enc = torch.randn(6, 2, 32), torch.randn(2, 5, 16)
+    pad = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]).bool()
+    with torch.no_grad():
+        shared = attn(x, mask=build_attention_mask(pad, 2), static_kv=attn.project_kv(enc))
+        rows = torch.arange(2).repeat_interleave(3)
+        copied = attn(x, mask=build_attention_mask(pad[rows], 2), kv_states=enc[rows])
+        alone = _reference_attention(attn, x[3:], enc[1:].expand(3, -1, -1))
+    torch.testing.assert_close(shared, copied, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(shared[3:], alone, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="cannot be split into groups"):
+        attn(x[:5], static_kv=attn.project_kv(enc))
+    with pytest.raises(ValueError, match="mask must be per source"):
+        attn(x, mask=build_attention_mask(pad[rows], 2), static_kv=attn.project_kv(enc))
+
+
+def test_group_rows_by_source():
+    sources, group = group_rows_by_source(torch.tensor([4, 4, 4, 1, 1, 1]))
+    assert sources.tolist() == [4, 1] and group == 3
+    sources, group = group_rows_by_source(torch.tensor([0, 2, 5]))
+    assert sources.tolist() == [0, 2, 5] and group == 1
+    assert group_rows_by_source(torch.tensor([0, 0, 1, 1, 1])) is None  # unequal groups
+    assert group_rows_by_source(torch.tensor([0, 0, 1, 2])) is None  # groups of 2 broken by 1, 2
 
 
 def test_build_attention_mask_none_when_nothing_to_mask():

@@ -162,6 +162,55 @@ def test_reorder_within_sources_keeps_cross_attention(arch, make_model, make_sou
     torch.testing.assert_close(got, full, atol=1e-5, rtol=1e-5)
 
 
+def test_beams_keep_one_copy_of_their_source_in_cross_attention(arch, make_model, make_source, monkeypatch):
+    from alicemind.palm import model as palm_model
+
+    model = make_model(arch)
+    ids, mask = make_source(model)
+    with torch.no_grad():
+        cache = model.init_decoder_cache(model.encode(ids, mask), mask, 4)
+        cache = model.reorder_cache(cache, torch.arange(3).repeat_interleave(4))  # 3 sources x 4 beams
+    per_source = model.copy_gate is None  # the pointer-generator's copy distribution needs them per row
+    assert cache.layers[0].cross_kv[0].shape[0] == (3 if per_source else 12)
+    assert cache.encoder_mask.shape[0] == (3 if per_source else 12)
+
+    config = _config(model, max_new_tokens=6, num_beams=4, num_return_sequences=2, eos_token_id=7)
+    shared = generate(model, ids, mask, config)
+    monkeypatch.setattr(palm_model, "group_rows_by_source", lambda rows: None)  # one copy per beam instead
+    copied = generate(model, ids, mask, config)
+    assert torch.equal(shared.sequences, copied.sequences) and torch.equal(shared.lengths, copied.lengths)
+    torch.testing.assert_close(shared.scores, copied.scores, atol=1e-5, rtol=1e-5)
+
+
+def test_sources_leaving_and_ungrouped_reorders_after_beams(arch, make_model, make_source):
+    """Grouped cross rows survive a source leaving (copied down) and a reorder that breaks the groups."""
+    model = make_model(arch)
+    ids, mask = make_source(model)
+    start = model.config.start_token_id
+    g = torch.Generator().manual_seed(7)
+    reorders = [
+        torch.arange(3).repeat_interleave(2),  # 3 sources x 2 beams
+        torch.tensor([1, 0, 4, 4, 5, 5]),  # beams swapped, source 1 duplicated, source 2 to both its beams
+        torch.tensor([4, 5, 0, 1]),  # source 1 leaves; sources 2 and 0 stay, in a new order
+        torch.tensor([2, 3, 0]),  # unequal groups (source 0 twice, source 2 once): one cross row per decoder row
+    ]
+    rows = torch.arange(3)  # the source of each current decoder row
+    history = torch.full((3, 1), start)
+    with torch.no_grad():
+        cache = model.init_decoder_cache(model.encode(ids, mask), mask, 8)
+        model.decode_step(history, cache)
+        for index in reorders:
+            cache = model.reorder_cache(cache, index)
+            rows, history = rows[index], history[index]
+            step = torch.randint(5, model.config.vocab_size, (len(index), 1), generator=g)
+            got = model.decode_step(step, cache)
+            history = torch.cat([history, step], dim=1)
+            full = model(ids[rows], mask[rows], history).logits[:, -1:]
+            # Pointer-generator outputs are log-probabilities down to log(1e-20) = -46: compare relatively too.
+            torch.testing.assert_close(got, full, atol=1e-5, rtol=1e-5)
+    assert cache.layers[0].cross_kv[0].shape[0] == 3  # ungrouped at the end: one per row
+
+
 def test_too_many_new_tokens_are_refused_before_any_work(arch, make_model, make_source, monkeypatch):
     from alicemind.core.layers import SequenceTooLongError
 

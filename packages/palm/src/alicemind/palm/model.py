@@ -18,7 +18,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alicemind.core.layers import BlockSpec, LayerCache, SinusoidalPositions, TextEmbeddings, TransformerStack
+from alicemind.core.layers import (
+    BlockSpec,
+    LayerCache,
+    SinusoidalPositions,
+    TextEmbeddings,
+    TransformerStack,
+    group_rows_by_source,
+)
 from alicemind.core.modeling import LoadedCheckpoint, PreTrainedModel
 from alicemind.palm.config import PalmConfig
 from alicemind.palm.pointer import CopyGate, QueryCapture, copy_attention
@@ -39,10 +46,11 @@ class PalmDecoderCache:
     """Incremental decoding state: per-layer KV caches and the per-row source information they attend to."""
 
     layers: list[LayerCache]
-    encoder_mask: torch.Tensor  # [B, S] bool
-    row_source: torch.Tensor  # [B] which source row each cache row encodes
-    encoder_hidden: torch.Tensor | None = None  # pointer-generator only
-    source_ids: torch.Tensor | None = None  # pointer-generator only
+    encoder_mask: torch.Tensor  # [N, S] bool, one row per cross-attention row
+    cross_source: torch.Tensor  # [N] the original source of each cross-attention row
+    row_source: torch.Tensor  # [R] the cross-attention row each decoder row reads; R = N, or G * N in groups
+    encoder_hidden: torch.Tensor | None = None  # pointer-generator only, per cross-attention row
+    source_ids: torch.Tensor | None = None  # pointer-generator only, per cross-attention row
 
     @property
     def length(self) -> int:
@@ -298,7 +306,7 @@ class PalmForConditionalGeneration(PalmModel):
             encoder_mask = torch.ones(encoder_hidden.shape[:2], dtype=torch.bool, device=encoder_hidden.device)
         layers = self.decoder.init_caches(batch, max_length, encoder_hidden)
         rows = torch.arange(batch, device=encoder_hidden.device)
-        cache = PalmDecoderCache(layers, encoder_mask.bool(), rows)
+        cache = PalmDecoderCache(layers, encoder_mask.bool(), rows, rows)
         if self.copy_gate is not None:
             if source_ids is None:
                 pending = self._pending_source
@@ -320,23 +328,35 @@ class PalmForConditionalGeneration(PalmModel):
         return self._project(out.last_hidden_state, cache.encoder_hidden, cache.encoder_mask, cache.source_ids, keys)
 
     def reorder_cache(self, cache: PalmDecoderCache, index: torch.Tensor) -> PalmDecoderCache:
-        """Keep/repeat/permute rows: every per-row tensor follows ``index``.
+        """Keep/repeat/permute decoder rows: the new row ``j`` is the old row ``index[j]``.
 
-        Beam search reorders beams within their source at every step; the source-side tensors (cross-attention
-        keys/values, encoder mask) then already hold the right rows, so only the self-attention cache is copied.
+        The self-attention cache is copied. The cross-attention keys/values depend on the source only, so they
+        are kept once per source while the rows come in equal consecutive groups per source (beams, samples):
+        beam reordering then copies nothing there, and attention reads each source's keys once for all its
+        beams. They are copied only when a source leaves (or, with the pointer-generator, whose copy
+        distribution is computed per row, when rows stop matching them one to one).
         """
-        row_source = cache.row_source.index_select(0, index)
-        same_sources = torch.equal(row_source, cache.row_source)
         for layer in cache.layers:
             layer.self_kv.index_select(index)
-            if not same_sources and layer.cross_kv is not None:
-                layer.cross_kv = tuple(t.index_select(0, index) for t in layer.cross_kv)
-        cache.row_source = row_source
-        if not same_sources:
-            cache.encoder_mask = cache.encoder_mask.index_select(0, index)
+        cross_rows = cache.row_source.index_select(0, index)
+        sources = cache.cross_source.index_select(0, cross_rows)
+        groups = group_rows_by_source(sources) if self.copy_gate is None else None
+        if groups is not None:
+            sources, group = groups
+            keep = cross_rows[::group]
+            cache.row_source = torch.arange(len(keep), device=index.device).repeat_interleave(group)
+        else:
+            keep = cross_rows
+            cache.row_source = torch.arange(len(keep), device=index.device)
+        if not torch.equal(sources, cache.cross_source):  # rows of one source hold the same data: no copy then
+            for layer in cache.layers:
+                if layer.cross_kv is not None:
+                    layer.cross_kv = tuple(t.index_select(0, keep) for t in layer.cross_kv)
+            cache.encoder_mask = cache.encoder_mask.index_select(0, keep)
             if cache.encoder_hidden is not None:
-                cache.encoder_hidden = cache.encoder_hidden.index_select(0, index)
-                cache.source_ids = cache.source_ids.index_select(0, index)
+                cache.encoder_hidden = cache.encoder_hidden.index_select(0, keep)
+                cache.source_ids = cache.source_ids.index_select(0, keep)
+            cache.cross_source = sources
         return cache
 
     @property

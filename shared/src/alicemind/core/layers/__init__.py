@@ -1,8 +1,14 @@
 """Building blocks every family assembles: embeddings, attention, blocks, stacks and heads."""
 
 from alicemind.core.layers.activations import FeedForward, get_activation
-from alicemind.core.layers.attention import KVCache, MultiHeadAttention, build_attention_mask, causal_mask
-from alicemind.core.layers.block import BlockSpec, LayerCache, TransformerBlock
+from alicemind.core.layers.attention import (
+    KVCache,
+    MultiHeadAttention,
+    build_attention_mask,
+    causal_mask,
+    grouped_cross_attention,
+)
+from alicemind.core.layers.block import BlockSpec, LayerCache, TransformerBlock, group_rows_by_source
 from alicemind.core.layers.embeddings import (
     LayoutEmbeddings,
     PatchEmbedding,
@@ -36,4 +42,6 @@ __all__ = [
     "build_attention_mask",
     "causal_mask",
     "get_activation",
+    "group_rows_by_source",
+    "grouped_cross_attention",
 ]

@@ -85,6 +85,25 @@ def build_attention_mask(
     return bias.masked_fill(~mask, float("-inf"))
 
 
+def grouped_cross_attention(q, k, v, mask: torch.Tensor | None, dropout: float = 0.0) -> torch.Tensor:
+    """Cross-attention where consecutive groups of query rows share one source's keys/values (beam search).
+
+    ``q`` is ``[G * N, heads, T, d]``; ``k``/``v`` are ``[N, heads, S, d]`` and ``mask`` is per source (``[N, 1,
+    1, S]``) or None. A group's rows become extra query positions of its source, so the keys/values are neither
+    copied per beam nor read once per beam; each query still attends on its own, so the result is exact.
+    """
+    rows, heads, t, d = q.shape
+    sources = k.shape[0]
+    if rows % sources:
+        raise ValueError(f"{rows} query rows cannot be split into groups over {sources} sources' keys/values")
+    if mask is not None and mask.shape[0] not in (1, sources):
+        raise ValueError(f"a grouped cross-attention mask must be per source ({sources}), got {mask.shape[0]} rows")
+    group = rows // sources
+    q = q.reshape(sources, group, heads, t, d).transpose(1, 2).reshape(sources, heads, group * t, d)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+    return out.reshape(sources, heads, group, t, d).transpose(1, 2).reshape(rows, heads, t, d)
+
+
 class MultiHeadAttention(nn.Module):
     """Self- or cross-attention with separate or fused projections.
 
@@ -154,7 +173,10 @@ class MultiHeadAttention(nn.Module):
         if self.cross:
             q = self._heads(self.q_proj(x)).transpose(1, 2)
             k, v = static_kv if static_kv is not None else self.project_kv(kv_states)
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+            if q.shape[0] != k.shape[0]:
+                out = grouped_cross_attention(q, k, v, mask, dropout)
+            else:
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
             return self.out_proj(out.transpose(1, 2).flatten(-2))
         q, k, v = self.project_qkv(x)
         if packed is not None:

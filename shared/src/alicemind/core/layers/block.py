@@ -43,6 +43,26 @@ class LayerCache:
             self.cross_kv = tuple(t.index_select(0, index) for t in self.cross_kv)
 
 
+def group_rows_by_source(row_source: torch.Tensor) -> tuple[torch.Tensor, int] | None:
+    """``(sources, group)`` when ``row_source`` ``[R]`` gives each source to ``group`` consecutive rows, else None.
+
+    Beams (and extra samples) of one source are such a group: they can share that source's cross-attention
+    keys/values (:func:`~alicemind.core.layers.attention.grouped_cross_attention`). ``sources`` has one entry
+    per group.
+    """
+    rows = row_source.numel()
+    if rows == 0:
+        return None
+    differs = (row_source != row_source[0]).nonzero()
+    group = int(differs[0]) if differs.numel() else rows
+    if rows % group:
+        return None
+    grid = row_source.view(rows // group, group)
+    if not bool((grid == grid[:, :1]).all()):
+        return None
+    return grid[:, 0], group
+
+
 class TransformerBlock(nn.Module):
     """Self-attention, optional cross-attention, feed-forward; each sub-layer wrapped in dropout + residual + LN.
 
