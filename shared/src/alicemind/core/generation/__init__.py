@@ -9,6 +9,7 @@ from alicemind.core.generation.config import GenerationConfig, length_penalty
 from alicemind.core.generation.engine import CallbackStreamer, generate
 from alicemind.core.generation.output import GenerationOutput
 from alicemind.core.generation.processors import (
+    StepScores,
     apply_repetition_penalty,
     no_repeat_ngram_mask,
     sampling_logits,
@@ -24,6 +25,7 @@ __all__ = [
     "EncoderDecoderLM",
     "GenerationConfig",
     "GenerationOutput",
+    "StepScores",
     "Streamer",
     "apply_repetition_penalty",
     "beam_search",
