@@ -178,7 +178,11 @@ def finetune(recipe: dict[str, Any]) -> dict[str, Any]:
 
 
 def pretrain(recipe: dict[str, Any]) -> dict[str, Any]:
-    """Joint PALM pre-training (MLM on the context + generation of the continuation) on a raw-text corpus."""
+    """Joint PALM pre-training (MLM on the context + generation of the continuation) on a raw-text corpus.
+
+    The loss is ``mlm_weight * mlm_loss + lm_loss`` (recipe key ``mlm_weight``, default 1.0); 0 keeps the masked
+    encoder input but trains the decoder objective only (the paper's autoregressive-only ablation).
+    """
     from alicemind.core.data import read_documents
     from alicemind.palm.pretraining import (
         PalmForPreTraining,
@@ -189,6 +193,9 @@ def pretrain(recipe: dict[str, Any]) -> dict[str, Any]:
 
     if not recipe.get("corpus"):
         raise FileNotFoundError("the recipe has no corpus: set corpus=PATH (text, blank line between documents)")
+    mlm_weight = recipe.get("mlm_weight", 1.0)
+    if isinstance(mlm_weight, bool) or not isinstance(mlm_weight, (int, float)) or not mlm_weight >= 0:
+        raise CliError(f"mlm_weight must be a number >= 0, got {mlm_weight!r}")
     tokenizer = load_tokenizer(recipe["tokenizer"])
     model_spec = recipe["model"]
     if model_spec.get("init"):  # continue from a checkpoint (its MLM head is random if it has none)
@@ -219,7 +226,9 @@ def pretrain(recipe: dict[str, Any]) -> dict[str, Any]:
     training = dict(recipe["training"])
     loader = DataLoader(instances, batch_size=training.get("per_device_batch_size") or 32, shuffle=True,
                         collate_fn=collate)  # fmt: skip
-    trainer = Trainer(model, _training_config(training), loader)
+    weight = float(mlm_weight)
+    trainer = Trainer(model, _training_config(training), loader,
+                      compute_loss=lambda m, batch: m(**batch, mlm_weight=weight))  # fmt: skip
     state = trainer.train()
     out = Path(training.get("output_dir") or "runs/palm-pretrain") / "final"
     trainer.model.save_pretrained(out)
