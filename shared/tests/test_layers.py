@@ -74,12 +74,17 @@ def test_additive_bias_is_shared_and_applied():
     torch.testing.assert_close(attn(x, mask=mask), expected, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("fused", [False, True])
-def test_cross_attention_ignores_padded_encoder_positions(fused):
+def _cross_attention_case(fused: bool, rows: int, q_len: int):
+    """A cross-attention layer, ``rows`` queries of ``q_len`` tokens, 2 encoder sources (the first padded)."""
     torch.manual_seed(0)
     attn = MultiHeadAttention(32, 4, cross=True, kv_size=16, fused=fused).eval()
-    x, enc = torch.randn(2, 3, 32), torch.randn(2, 5, 16)
     pad = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]).bool()
+    return attn, torch.randn(rows, q_len, 32), torch.randn(2, 5, 16), pad
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_cross_attention_ignores_padded_encoder_positions(fused):
+    attn, x, enc, pad = _cross_attention_case(fused, rows=2, q_len=3)
     mask = build_attention_mask(pad, 3)
     out = attn(x, mask=mask, kv_states=enc)
     enc2 = enc.clone()
@@ -91,10 +96,7 @@ def test_cross_attention_ignores_padded_encoder_positions(fused):
 @pytest.mark.parametrize("fused", [False, True])
 def test_beams_share_their_source_keys_values_in_cross_attention(fused):
     # 2 sources x 3 beams: the beams' queries read their source's single copy of the keys/values.
-    torch.manual_seed(0)
-    attn = MultiHeadAttention(32, 4, cross=True, kv_size=16, fused=fused).eval()
-    x, enc = torch.randn(6, 2, 32), torch.randn(2, 5, 16)
-    pad = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]).bool()
+    attn, x, enc, pad = _cross_attention_case(fused, rows=6, q_len=2)
     with torch.no_grad():
         shared = attn(x, mask=build_attention_mask(pad, 2), static_kv=attn.project_kv(enc))
         rows = torch.arange(2).repeat_interleave(3)
