@@ -33,7 +33,8 @@ class ReferenceChildTuningAdamW:
                 g = p.grad
                 mask = self.masks.get(p) if self.mode == "D" else None
                 if self.mode == "F":
-                    g = g * (torch.empty_like(g).bernoulli_(self.p, generator=self.gen) / self.p)
+                    # Bernoulli(g.new_full(g.size(), p)).sample() is torch.bernoulli over the probabilities.
+                    g = g * (torch.bernoulli(g.new_full(g.size(), self.p), generator=self.gen) / self.p)
                 elif mask is not None:
                     g = g * mask
                 st = self.state.setdefault(p, {"t": 0, "m": torch.zeros_like(p), "v": torch.zeros_like(p)})
@@ -75,9 +76,9 @@ def _run_pair(model_cls, batches, mode: str, quirks: bool):
     return a, b, init
 
 
-@pytest.mark.parametrize("mode", ["F", "D"])
+@pytest.mark.parametrize("mode", ["F", "D", None])
 @pytest.mark.parametrize("quirks", [True, False])
-def test_matches_reference_algorithm(model_cls, batches, mode: str, quirks: bool) -> None:
+def test_matches_reference_algorithm(model_cls, batches, mode: str | None, quirks: bool) -> None:
     a, b, init = _run_pair(model_cls, batches, mode, quirks)
     for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
         torch.testing.assert_close(pa, pb, rtol=0, atol=1e-7, msg=name)
@@ -151,3 +152,34 @@ def test_f_masked_entries_unchanged_in_first_step_and_loss_falls(model_cls, batc
             opt.step()
             opt.zero_grad()
     assert total_loss() < 0.5 * start
+
+
+def test_default_is_plain_adamw_like_the_original(model_cls, batches) -> None:
+    # The original ChildTuningAdamW defaults to mode=None, reserve_p=1.0 (ChildTuning/ChildTuningOptimizer.py):
+    # no masking at all, and no random draw.
+    torch.manual_seed(0)
+    a, b = model_cls(dropout=0.0), model_cls(dropout=0.0)
+    b.load_state_dict(a.state_dict())
+    opt = ChildTuningAdamW(a.parameters(), lr=1e-2)
+    assert opt.mode is None and opt.masker is None
+    ref = ReferenceChildTuningAdamW(
+        [{"params": list(b.parameters()), "weight_decay": 0.0}], 1e-2, None, 1.0, {}, None,
+        decay_masked=False, decay_after=False,
+    )  # fmt: skip
+    for batch in batches:
+        for model in (a, b):
+            model(**batch)["loss"].backward()
+        grads = [p.grad.clone() for p in a.parameters()]
+        state = torch.get_rng_state()
+        opt.step()
+        ref.step()
+        assert torch.equal(torch.get_rng_state(), state)  # nothing drawn
+        assert all(torch.equal(g, p.grad) for g, p in zip(grads, a.parameters()))  # gradients not masked
+        a.zero_grad()
+        b.zero_grad()
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        assert torch.equal(pa, pb), name
+    with pytest.raises(ValueError, match="only used by ChildTuning-D"):
+        ChildTuningAdamW(a.parameters(), masks={})
+    with pytest.raises(ValueError, match="only valid in mode 'D'"):
+        opt.set_masks({})

@@ -107,3 +107,25 @@ def test_fisher_pass_restores_mode_zeroes_grads_and_accepts_custom_filter_and_lo
         compute_fisher_mask(tiny_model, [], reserve_p=0.3, progress=False)
     with pytest.raises(TypeError, match="needs dict batches"):
         compute_fisher_mask(tiny_model, [(1, 2)], reserve_p=0.3, progress=False)
+
+
+@pytest.mark.parametrize("n_batches", [3, 7])
+def test_fisher_accumulates_with_the_originals_division_bitwise(n_batches: int) -> None:
+    # The original accumulates ``F += grad ** 2 / N`` (ChildTuning/ChildTuningD.py, calculate_fisher); in float32
+    # that rounds differently from ``grad ** 2 * (1 / N)``, so the bits must come from the same expression.
+    gen = torch.Generator().manual_seed(0)
+    grads = [torch.randn(64, 33, generator=gen) for _ in range(n_batches)]
+    model = torch.nn.Module()
+    model.layer = torch.nn.Parameter(torch.zeros(64, 33))
+
+    def loss_fn(m, g):
+        return (m.layer * g).sum()  # d loss / d layer = g
+
+    fisher = fisher_information(model, grads, loss_fn, max_grad_norm=None, progress=False)["layer"]
+    original = torch.zeros(64, 33)
+    times_reciprocal = torch.zeros(64, 33)
+    for g in grads:
+        original += (g**2) / n_batches
+        times_reciprocal += (g**2) * (1.0 / n_batches)
+    assert torch.equal(fisher, original)
+    assert not torch.equal(original, times_reciprocal)  # the test can tell the two formulas apart

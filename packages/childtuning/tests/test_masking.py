@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 from torch import nn
+from torch.distributions.bernoulli import Bernoulli
 
 from alicemind.childtuning.masking import GradientMasker, normalize_mode, resolve_masks
 
@@ -58,6 +59,67 @@ def test_f_generator_makes_masks_reproducible_and_p1_is_identity() -> None:
     c = _param_with_grad(grad)
     GradientMasker("F", 1.0).apply_([c])
     assert torch.equal(c.grad, grad)
+
+
+def _original_f_masking(params: list[nn.Parameter], p: float) -> None:
+    """ChildTuning-F as the original ChildTuningAdamW.step re-states it (ChildTuning/ChildTuningOptimizer.py):
+    per parameter with a gradient, in order, a Bernoulli distribution over a probability tensor shaped like the
+    gradient, sampled from the global torch RNG, divided by p, multiplied into the gradient in place."""
+    for param in params:
+        if param.grad is None:
+            continue
+        grad = param.grad.data
+        grad *= Bernoulli(grad.new_full(size=grad.size(), fill_value=p)).sample() / p
+
+
+def _params_with_grads(seed: int) -> list[nn.Parameter]:
+    gen = torch.Generator().manual_seed(seed)
+    params = [_param_with_grad(torch.randn(shape, generator=gen)) for shape in [(37, 11), (5,), (3, 4, 6)]]
+    params.insert(1, nn.Parameter(torch.zeros(8)))  # no gradient: no draw, as in the original
+    return params
+
+
+@pytest.mark.parametrize("p", [0.2, 0.3, 1.0])
+def test_f_default_sampler_draws_the_originals_masks_bitwise(p: float) -> None:
+    ours, original = _params_with_grads(0), _params_with_grads(0)
+    torch.manual_seed(11)
+    for _ in range(3):  # several steps: the stream stays aligned step after step
+        GradientMasker("F", p).apply_(ours)
+    ours_next = torch.rand(4)  # same RNG consumption (also at p == 1, where the original still draws)
+    torch.manual_seed(11)
+    for _ in range(3):
+        _original_f_masking(original, p)
+    original_next = torch.rand(4)
+    for a, b in zip(ours, original):
+        assert (a.grad is None and b.grad is None) or torch.equal(a.grad, b.grad)
+    assert torch.equal(ours_next, original_next)
+    if p < 1.0:
+        assert int((ours[0].grad == 0).sum()) > 0
+    # A seeded CPU generator gives the same masks as the seeded global stream.
+    seeded = _params_with_grads(0)
+    masker = GradientMasker("F", p, generator=torch.Generator().manual_seed(11))
+    for _ in range(3):
+        masker.apply_(seeded)
+    for a, b in zip(seeded, original):
+        assert (a.grad is None and b.grad is None) or torch.equal(a.grad, b.grad)
+
+
+def test_f_fast_sampler_is_another_stream_and_skips_p1() -> None:
+    fast, original = _params_with_grads(0), _params_with_grads(0)
+    torch.manual_seed(11)
+    GradientMasker("F", 0.3, sampler="fast").apply_(fast)
+    torch.manual_seed(11)
+    _original_f_masking(original, 0.3)
+    assert not torch.equal(fast[0].grad, original[0].grad)  # other masks for the same seed
+    kept = fast[0].grad != 0
+    assert 0 < int(kept.sum()) < kept.numel()
+    full = _params_with_grads(0)[0].grad
+    assert torch.equal(fast[0].grad[kept], (full * (torch.ones(()) / 0.3))[kept])  # kept entries rescaled by 1/p
+    state = torch.get_rng_state()
+    GradientMasker("F", 1.0, sampler="fast").apply_(fast)
+    assert torch.equal(torch.get_rng_state(), state)  # no draw at p == 1
+    with pytest.raises(ValueError, match="sampler must be one of"):
+        GradientMasker("F", 0.3, sampler="bernoulli_")
 
 
 def test_d_applies_fixed_mask_without_rescale_and_leaves_others() -> None:

@@ -35,11 +35,14 @@ class ChildTuningAdamW(torch.optim.Optimizer):
         params: parameters or parameter groups.
         lr, betas, eps, weight_decay, correct_bias: as the HF AdamW the original copied (its class default
             eps is 1e-6; the original runs passed 1e-8 through TrainingArguments).
-        mode: "F" or "D" (see ``ChildTuningOptimizer``).
-        reserve_p: keep probability (F) / child fraction (D).
+        mode: "F", "D" (see ``ChildTuningOptimizer``) or None (default): plain AdamW, no masking, as the
+            original class's default (``mode=None`` in ChildTuning/ChildTuningOptimizer.py).
+        reserve_p: keep probability (F) / child fraction (D); default 1.0 as the original's.
         masks: D mode: {parameter or name: bool mask}; names need ``model``.
         model: resolves name-keyed masks.
         generator: optional torch.Generator for F-mode draws.
+        sampler: F-mode mask sampler, "original" (default: the original's random stream) or "fast"
+            (see ``alicemind.childtuning.masking.SAMPLERS``).
         quirk_decay_masked_entries: decay D-masked entries too (original behaviour). Default False.
         quirk_decay_after_update: decay after the Adam update (original HF ordering). Default False.
     """
@@ -53,11 +56,12 @@ class ChildTuningAdamW(torch.optim.Optimizer):
         weight_decay: float = 0.0,
         correct_bias: bool = True,
         *,
-        mode: str = "F",
-        reserve_p: float = 0.2,
+        mode: str | None = None,
+        reserve_p: float = 1.0,
         masks: Mapping[nn.Parameter | str, torch.Tensor] | None = None,
         model: nn.Module | None = None,
         generator: torch.Generator | None = None,
+        sampler: str = "original",
         quirk_decay_masked_entries: bool = False,
         quirk_decay_after_update: bool = False,
     ) -> None:
@@ -69,16 +73,23 @@ class ChildTuningAdamW(torch.optim.Optimizer):
             raise ValueError(f"eps must be >= 0, got {eps}")
         defaults = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay, "correct_bias": correct_bias}
         super().__init__(params, defaults)
-        self.masker = GradientMasker(mode, reserve_p, masks, model=model, generator=generator)
+        self.masker: GradientMasker | None = None
+        if mode is not None:
+            self.masker = GradientMasker(mode, reserve_p, masks, model=model, generator=generator, sampler=sampler)
+        elif masks is not None:
+            raise ValueError("masks are only used by ChildTuning-D; pass mode='D'")
         self.quirk_decay_masked_entries = quirk_decay_masked_entries
         self.quirk_decay_after_update = quirk_decay_after_update
 
     @property
-    def mode(self) -> str:
-        return self.masker.mode
+    def mode(self) -> str | None:
+        """'F', 'D', or None (plain AdamW)."""
+        return None if self.masker is None else self.masker.mode
 
     def set_masks(self, masks: Mapping[nn.Parameter | str, torch.Tensor], *, model: nn.Module | None = None) -> None:
         """Install the D-mode masks (e.g. the output of ``compute_fisher_mask``)."""
+        if self.masker is None:
+            raise ValueError("set_masks() is only valid in mode 'D' (this optimizer was built with mode=None)")
         self.masker.set_masks(masks, model=model)
 
     @torch.no_grad()
@@ -92,7 +103,8 @@ class ChildTuningAdamW(torch.optim.Optimizer):
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
-            self.masker.apply_(params)
+            if self.masker is not None:
+                self.masker.apply_(params)
             self._update_group(group, params)
         return loss
 
@@ -128,10 +140,11 @@ class ChildTuningAdamW(torch.optim.Optimizer):
             self._decay(params, lr * wd, original_form=True)
 
     def _decay(self, params: list[torch.Tensor], rate: float, *, original_form: bool) -> None:
-        spare_masked = self.masker.mode == "D" and not self.quirk_decay_masked_entries
+        masker = self.masker
+        spare_masked = masker is not None and masker.mode == "D" and not self.quirk_decay_masked_entries
         full = []
         for p in params:
-            mask = self.masker.keep_mask(p) if spare_masked else None
+            mask = masker.keep_mask(p) if masker is not None and spare_masked else None
             if mask is None:
                 full.append(p)
             else:

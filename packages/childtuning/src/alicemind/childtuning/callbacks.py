@@ -47,6 +47,8 @@ class ChildTuningCallback(TrainerCallback):
             ``model(**batch).loss``.
         generator: torch.Generator for F-mode draws. Under torch.distributed with none given, one seeded from
             ``config.seed`` is created so every rank draws the same masks.
+        sampler: F-mode mask sampler, "original" (default: the original's random stream) or "fast"
+            (see ``alicemind.childtuning.masking.SAMPLERS``).
         progress: log the Fisher pass progress.
     """
 
@@ -61,8 +63,9 @@ class ChildTuningCallback(TrainerCallback):
         loss_fn: LossFn | None = None,
         generator: torch.Generator | None = None,
         progress: bool = True,
+        sampler: str = "original",
     ) -> None:
-        self.masker = GradientMasker(mode, reserve_p, generator=generator)
+        self.masker = GradientMasker(mode, reserve_p, generator=generator, sampler=sampler)
         if masks is not None and self.masker.mode != "D":
             raise ValueError("masks are only used by ChildTuning-D")
         self._pending_masks = dict(masks) if masks is not None else None

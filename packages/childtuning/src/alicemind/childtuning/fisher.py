@@ -119,8 +119,10 @@ def fisher_information(
         num_batches: int | None = len(dataloader)  # type: ignore[arg-type]
     except TypeError:
         num_batches = None
-    # Divide per batch when N is known (as the original, same float rounding); otherwise divide at the end.
-    scale = 1.0 / num_batches if num_batches else 1.0
+    # Divide per batch when N is known, with the original's own expression ``F += grad ** 2 / N``
+    # (ChildTuning/ChildTuningD.py, calculate_fisher): in float32 on CPU, g2 / N and g2 * (1 / N) round
+    # differently, so the same torch ops are used to get the same bits. Without len(), divide at the end.
+    divisor = num_batches if num_batches else 1
     fisher = {n: torch.zeros_like(prm, dtype=torch.float32) for n, prm in selected}
     was_training = model.training
     model.train()
@@ -136,7 +138,7 @@ def fisher_information(
                         continue
                     if max_grad_norm is not None and max_grad_norm > 0:
                         torch.nn.utils.clip_grad_norm_(prm, max_grad_norm)
-                    fisher[n].add_(prm.grad.float().square().mul_(scale))
+                    fisher[n] += prm.grad.float() ** 2 / divisor
             seen += 1
             if progress and (num_batches is None or seen % max(1, num_batches // 10) == 0):
                 logger.info("ChildTuning-D Fisher pass: %d/%s batches", seen, num_batches or "?")

@@ -34,6 +34,7 @@ def apply_child_tuning_to_hf_trainer(
     max_grad_norm: float | None = None,
     generator: torch.Generator | None = None,
     progress: bool = True,
+    sampler: str = "original",
 ) -> Any:
     """Add ChildTuning to a ``transformers.Trainer``; returns the added callback.
 
@@ -44,10 +45,11 @@ def apply_child_tuning_to_hf_trainer(
     class level; the hook is removed at train end.
 
     ``max_grad_norm`` (the Fisher pass's per-tensor clip) defaults to ``args.max_grad_norm`` (1.0 if <= 0).
+    ``sampler`` picks the F-mode mask sampler: "original" (default, the original's random stream) or "fast".
     """
     from transformers import TrainerCallback
 
-    masker = GradientMasker(mode, reserve_p, generator=generator)
+    masker = GradientMasker(mode, reserve_p, generator=generator, sampler=sampler)
     if masks is not None and masker.mode != "D":
         raise ValueError("masks are only used by ChildTuning-D")
 

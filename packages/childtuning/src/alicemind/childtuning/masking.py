@@ -14,6 +14,14 @@ import torch
 from torch import nn
 
 Mode = Literal["F", "D"]
+Sampler = Literal["original", "fast"]
+
+#: F-mode mask samplers. "original" draws exactly as the original ChildTuningAdamW.step (ChildTuning/
+#: ChildTuningOptimizer.py): ``torch.distributions.Bernoulli(grad.new_full(grad.size(), p)).sample()``, i.e.
+#: ``torch.bernoulli`` over a tensor of probabilities, once per parameter with a gradient, even when p == 1, so a
+#: given seed yields the original's masks. "fast" uses the scalar ``Tensor.bernoulli_(p)`` kernel (no probability
+#: tensor, a different random stream: other masks for the same seed) and skips the draw when p == 1.
+SAMPLERS: tuple[str, ...] = ("original", "fast")
 
 _MODE_ALIASES = {"f": "F", "childtuning-f": "F", "d": "D", "childtuning-d": "D"}
 
@@ -75,7 +83,10 @@ class GradientMasker:
         reserve_p: probability of keeping a gradient entry in F mode; recorded for information in D mode.
         masks: D mode only: {parameter or name: bool mask}. Parameters without a mask keep their full gradient.
         model: needed when ``masks`` is keyed by names.
-        generator: optional torch.Generator for the F-mode draws (must live on the gradients' device).
+        generator: optional torch.Generator for the F-mode draws (on another device than the gradients, the
+            mask is drawn there and moved).
+        sampler: F mode: "original" (default; the original's ``torch.bernoulli`` stream, same seed -> same masks)
+            or "fast" (``bernoulli_(p)``, another stream; no draw at p == 1). See ``SAMPLERS``.
     """
 
     def __init__(
@@ -86,10 +97,14 @@ class GradientMasker:
         *,
         model: nn.Module | None = None,
         generator: torch.Generator | None = None,
+        sampler: str = "original",
     ) -> None:
         self.mode: Mode = normalize_mode(mode)
         self.reserve_p = check_reserve_p(reserve_p)
         self.generator = generator
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+        self.sampler = sampler
         self.masks: dict[nn.Parameter, torch.Tensor] | None = None
         if masks is not None:
             if self.mode == "F":
@@ -121,8 +136,8 @@ class GradientMasker:
                     param.grad.mul_(mask)
             return
         p = self.reserve_p
-        if p == 1.0:
-            return
+        if p == 1.0 and self.sampler == "fast":
+            return  # the original still draws (an all-ones mask) at p == 1, consuming the random stream
         for param in params:
             grad = param.grad
             if grad is None:
@@ -132,11 +147,15 @@ class GradientMasker:
 
     def _bernoulli_like(self, grad: torch.Tensor) -> torch.Tensor:
         gen = self.generator
-        if gen is None or gen.device == grad.device:
-            return torch.empty_like(grad).bernoulli_(self.reserve_p, generator=gen)
         # A generator on another device: draw there, then move (keeps a CPU generator usable for CUDA grads).
-        draw = torch.empty(grad.shape, dtype=grad.dtype, device=gen.device).bernoulli_(self.reserve_p, generator=gen)
-        return draw.to(grad.device)
+        device = grad.device if gen is None else gen.device
+        if self.sampler == "original":
+            # Bernoulli(probs).sample() is torch.bernoulli(probs) under no_grad: the same kernel and stream.
+            probs = torch.full(grad.shape, self.reserve_p, dtype=grad.dtype, device=device)
+            draw = torch.bernoulli(probs, generator=gen)
+        else:
+            draw = torch.empty(grad.shape, dtype=grad.dtype, device=device).bernoulli_(self.reserve_p, generator=gen)
+        return draw if draw.device == grad.device else draw.to(grad.device)
 
 
 def _check_dense(grad: torch.Tensor) -> None:

@@ -28,6 +28,8 @@ class ChildTuningOptimizer(torch.optim.Optimizer):
             parameter objects once, here. Every masked parameter must belong to the wrapped optimizer.
         model: resolves name-keyed masks.
         generator: optional torch.Generator for the F-mode draws (reproducible masks).
+        sampler: F-mode mask sampler, "original" (default: the original's random stream, same seed -> same
+            masks) or "fast" (see ``alicemind.childtuning.masking.SAMPLERS``).
 
     Note: with Adam-type optimizers, entries masked at step t still move through the first moment from earlier
     steps (F mode); in D mode the mask is fixed from the first step, so masked entries keep zero moments and only
@@ -43,12 +45,13 @@ class ChildTuningOptimizer(torch.optim.Optimizer):
         masks: Mapping[nn.Parameter | str, torch.Tensor] | None = None,
         model: nn.Module | None = None,
         generator: torch.Generator | None = None,
+        sampler: str = "original",
     ) -> None:
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"ChildTuningOptimizer wraps a torch.optim.Optimizer, got {type(optimizer).__name__}")
         # Optimizer.__init__ is deliberately not called: groups and state belong to the wrapped optimizer.
         self.optimizer = optimizer
-        self.masker = GradientMasker(mode, reserve_p, generator=generator)
+        self.masker = GradientMasker(mode, reserve_p, generator=generator, sampler=sampler)
         self._optimizer_step_pre_hooks: OrderedDict = OrderedDict()
         self._optimizer_step_post_hooks: OrderedDict = OrderedDict()
         self._optimizer_state_dict_pre_hooks: OrderedDict = OrderedDict()

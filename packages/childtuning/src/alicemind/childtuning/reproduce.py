@@ -118,9 +118,9 @@ def train_and_evaluate(
         collate_fn=_collate,
         generator=torch.Generator().manual_seed(seed),
     )
-    masks, mode, p = None, "F", 1.0  # vanilla: the same optimizer without masking
+    masks, mode, p = None, None, 1.0  # vanilla: the same optimizer without masking (the original's mode None)
     if method == "ChildTuning-F":
-        p = cfg.reserve_p_f
+        mode, p = "F", cfg.reserve_p_f
     elif method == "ChildTuning-D":
         mode, p = "D", cfg.reserve_p_d
         masks = compute_fisher_mask(model, loader, reserve_p=p, progress=False)
