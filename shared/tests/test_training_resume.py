@@ -179,7 +179,8 @@ def test_interrupted_checkpoint_write_keeps_previous_and_resume_uses_it(tmp_path
     monkeypatch.setattr(ckpt, "_save_torch", real_save)
 
     assert seen["model_written"] is True
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint-2", "metrics.jsonl"]  # no partial dir left
+    # No partial dir left; run.json records the run so that the next one resumes it only if it is the same.
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint-2", "metrics.jsonl", "run.json"]
     assert {f.name: f.read_bytes() for f in (out / "checkpoint-2").iterdir()} == seen["previous"]
     # A crash can also leave a stale temporary dir or a directory without its state file: neither is a checkpoint.
     (out / ".tmp-checkpoint-4").mkdir()

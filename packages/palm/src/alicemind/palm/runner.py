@@ -126,6 +126,8 @@ def finetune(recipe: dict[str, Any]) -> dict[str, Any]:
 
     Returns ``{"output_dir", "train_loss", "metrics"}``.
     """
+    from alicemind.palm.pretraining import run_identity
+
     data, training = recipe["data"], dict(recipe["training"])
     if not data.get("train"):
         raise FileNotFoundError("the recipe has no training data: set data.train=PATH (and data.valid=PATH)")
@@ -156,11 +158,13 @@ def finetune(recipe: dict[str, Any]) -> dict[str, Any]:
         optimizer=optimizer,
         scheduler=scheduler,
         callbacks=_child_tuning(recipe),
+        run_identity=run_identity(recipe, tokenizer, {"train": data["train"]}),
     )
     state = trainer.train()
     out = Path(training.get("output_dir") or "runs/palm-finetune") / "final"
     trainer.model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    trainer.finalize()
     metrics = {}
     if data.get("valid"):
         pairs = read_pairs(data["valid"], limit=data.get("eval_limit"))
@@ -189,6 +193,7 @@ def pretrain(recipe: dict[str, Any]) -> dict[str, Any]:
         PretrainingCollator,
         PretrainingDataConfig,
         build_instances,
+        run_identity,
     )
 
     if not recipe.get("corpus"):
@@ -227,12 +232,14 @@ def pretrain(recipe: dict[str, Any]) -> dict[str, Any]:
     loader = DataLoader(instances, batch_size=training.get("per_device_batch_size") or 32, shuffle=True,
                         collate_fn=collate)  # fmt: skip
     weight = float(mlm_weight)
-    trainer = Trainer(model, _training_config(training), loader,
+    identity = run_identity(recipe, tokenizer, {"corpus": recipe["corpus"]})
+    trainer = Trainer(model, _training_config(training), loader, run_identity=identity,
                       compute_loss=lambda m, batch: m(**batch, mlm_weight=weight))  # fmt: skip
     state = trainer.train()
     out = Path(training.get("output_dir") or "runs/palm-pretrain") / "final"
     trainer.model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    trainer.finalize()
     return {"output_dir": str(out), "instances": len(instances), "history": state.log_history}
 
 
@@ -269,6 +276,9 @@ def reproduce(recipe: dict[str, Any], *, only: Sequence[str] = ()) -> list[dict[
         task_recipe = apply_overrides(task_recipe, list(recipe.get("overrides") or []))
         task_recipe["data"]["train"] = str(data_dir / task["train"])
         task_recipe["data"]["valid"] = str(data_dir / task["valid"])
+        # One folder per task: tasks sharing an output_dir would otherwise be taken for one run.
+        base = task_recipe["training"].get("output_dir") or "runs/palm-reproduce"
+        task_recipe["training"] = {**task_recipe["training"], "output_dir": str(Path(base) / name)}
         result = finetune(task_recipe)
         published = task_recipe.get("published", {})
         for metric, value in published.items():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,15 @@ from torch.utils.data import DataLoader
 
 from alicemind.core.cli import CliError
 from alicemind.core.data import read_documents
-from alicemind.core.training import Trainer, TrainingConfig, move_to_device, seed_everything
+from alicemind.core.training import (
+    RunConflictError,
+    RunIdentity,
+    Trainer,
+    TrainingConfig,
+    move_to_device,
+    seed_everything,
+)
+from alicemind.core.training.run_manifest import clear_run, code_versions, plan_run, sha256_file, sha256_tree
 from alicemind.structbert.config import StructBertConfig
 from alicemind.structbert.model import StructBertForPreTraining
 from alicemind.structbert.pretraining_data import (
@@ -39,6 +48,8 @@ from alicemind.structbert.tokenization import StructBertTokenizer
 logger = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # [PAD] first: pad_token_id 0, as BERT
+VOCAB_FILE = "vocab.txt"
+DATA_MANIFEST = "data.json"  # what output_dir/data was built from, and the hashes of what was built
 RECIPE_KEYS = {"corpus", "corpus_format", "output_dir", "model", "tokenizer", "data", "training"}
 DATA_DEFAULTS: dict[str, Any] = {
     "max_seq_length": 128,
@@ -143,13 +154,23 @@ def _load_tokenizer(spec: dict[str, Any], documents: list[list[str]], work_dir: 
         size = spec.get("train_vocab_size")
         if not size:
             raise CliError("the recipe gives neither tokenizer.vocab nor tokenizer.train_vocab_size")
-        vocab = train_wordpiece_vocab(documents, int(size), work_dir / "vocab.txt", lowercase=lowercase)
-    path = Path(vocab)
+        # Written beside and renamed into place, so a killed run never leaves half a vocabulary.
+        tmp = train_wordpiece_vocab(documents, int(size), work_dir / ".vocab.txt.tmp", lowercase=lowercase)
+        vocab = tmp.replace(work_dir / VOCAB_FILE)
+    return _open_tokenizer(Path(vocab), lowercase)
+
+
+def _open_tokenizer(path: Path, lowercase: bool) -> StructBertTokenizer:
     if path.is_dir():
         return StructBertTokenizer.from_pretrained(path)
     if not path.is_file():
         raise CliError(f"tokenizer.vocab {path} does not exist")
     return StructBertTokenizer.from_vocab_file(path, lowercase=lowercase)
+
+
+def _tokenizer_fingerprint(spec: dict[str, Any], data_dir: Path) -> str:
+    path = Path(spec["vocab"]) if spec.get("vocab") is not None else data_dir / VOCAB_FILE
+    return sha256_tree(path) if path.is_dir() else sha256_file(path)
 
 
 def _build_model(spec: dict[str, Any], vocab_size: int) -> StructBertForPreTraining:
@@ -218,8 +239,16 @@ def _split_documents(docs: list, fraction: float, rng: np.random.Generator) -> t
     return [docs[i] for i in order[n_eval:]], [docs[i] for i in order[:n_eval]]
 
 
-def run_pretraining(recipe: dict[str, Any], *, progress_bar: bool = True) -> PretrainResult:
-    """Run a pre-training recipe (see ``recipes/pretrain-demo.yaml`` for every key)."""
+def run_pretraining(
+    recipe: dict[str, Any], *, progress_bar: bool = True, overrides: Sequence[str] = ()
+) -> PretrainResult:
+    """Run a pre-training recipe (see ``recipes/pretrain-demo.yaml`` for every key).
+
+    The vocabulary (when learnt) and the shards are built once into ``output_dir/data`` and reused, checked by
+    hash, when the same run resumes; ``output_dir/run.json`` records what defines the run (see
+    :mod:`alicemind.core.training.run_manifest`). ``training.overwrite`` / ``training.resume="force"`` are the
+    command line's ``--overwrite`` / ``--resume``. ``overrides`` is recorded in run.json for reading.
+    """
     unknown = sorted(set(recipe) - RECIPE_KEYS)
     if unknown:
         raise CliError(f"unknown recipe key(s) {unknown}; known: {sorted(RECIPE_KEYS)}")
@@ -230,17 +259,74 @@ def run_pretraining(recipe: dict[str, Any], *, progress_bar: bool = True) -> Pre
         raise CliError(f"corpus {corpus} does not exist")
     data = _section(recipe, "data", DATA_DEFAULTS)
     output_dir = Path(recipe.get("output_dir") or "runs/pretrain")
-    documents = read_documents(corpus, format=recipe.get("corpus_format") or "auto")
+    train_cfg = TrainingConfig.from_dict({"progress_bar": progress_bar, **dict(recipe.get("training") or {})})
+    train_cfg.output_dir = str(output_dir)
+    tok_spec = dict(recipe.get("tokenizer") or {})
+    # The tokenizer's content is fingerprinted, so where a given vocab file lies is not part of the run.
+    inputs = {
+        "corpus_format": recipe.get("corpus_format") or "auto",
+        "tokenizer": {k: v for k, v in tok_spec.items() if k != "vocab"},
+        "data": data,
+    }
+    identity = RunIdentity(
+        {**inputs, "model": dict(recipe.get("model") or {})},
+        {"corpus": sha256_file(corpus)},
+        code_versions("alicemind-structbert"),
+        list(overrides),
+    )
+    plan = plan_run(output_dir, identity.updated(values={"training": train_cfg.result_values()}),
+                    resume=train_cfg.resume, overwrite=train_cfg.overwrite, partial=True)  # fmt: skip
+    if plan.action == "overwrite":
+        deleted = clear_run(output_dir, extra=("data", "model", "held_out.json"))
+        print(f"alicemind: --overwrite: starting a new run in {output_dir}; deleted {', '.join(deleted)}",
+              file=sys.stderr)  # fmt: skip
+    documents = read_documents(corpus, format=inputs["corpus_format"])
     if len(documents) < 2:
         raise CliError(f"corpus {corpus} holds {len(documents)} document(s); SSO needs at least 2")
     rng = np.random.default_rng(data["seed"])
     train_docs, eval_docs = _split_documents(documents, data["eval_fraction"], rng)
-    tokenizer = _load_tokenizer(dict(recipe.get("tokenizer") or {}), train_docs, output_dir / "data")
-    train_cfg = TrainingConfig.from_dict({"progress_bar": progress_bar, **dict(recipe.get("training") or {})})
+    built = _prepare_data(output_dir / "data", {**inputs, "corpus": identity.fingerprints["corpus"]}, tok_spec,
+                          train_docs, data, rng, keep_vocab=plan.action == "resume")  # fmt: skip
+    tokenizer, shards, common = built.tokenizer, built.shards, built.common
+    identity = identity.updated(fingerprints={"tokenizer": built.tokenizer_sha256, "shards": built.shards_sha256})
     seed_everything(train_cfg.seed)
     model = _build_model(dict(recipe.get("model") or {}), tokenizer.vocab_size)
+    evaluator = _evaluator(tokenizer, eval_docs, data, common, rng)
 
-    common = dict(
+    dataset = load_pretraining_dataset(shards)
+    loader = DataLoader(
+        dataset,
+        batch_size=train_cfg.per_device_batch_size or 32,
+        shuffle=True,
+        collate_fn=pretraining_collator(tokenizer.pad_token_id),
+        drop_last=len(dataset) >= 2 * (train_cfg.per_device_batch_size or 32),
+    )
+    trainer = Trainer(model, train_cfg, loader, eval_fn=evaluator, run_identity=identity)
+    initial = evaluator(trainer.model) if evaluator else {}
+    if initial:
+        logger.info("held-out before training: %s", _fmt(initial))
+    state = trainer.train()
+    final = evaluator(trainer.model) if evaluator else {}
+    model_dir = output_dir / "model"
+    if trainer.dist.is_main:
+        trainer.model.save_pretrained(model_dir)
+        tokenizer.save_pretrained(model_dir)
+        (output_dir / "held_out.json").write_text(json.dumps({"initial": initial, "final": final}, indent=1))
+    trainer.finalize()
+    return PretrainResult(output_dir, model_dir, len(dataset), initial, final, list(state.log_history))
+
+
+@dataclass
+class _Data:
+    tokenizer: StructBertTokenizer
+    shards: Path
+    common: dict[str, Any]
+    tokenizer_sha256: str
+    shards_sha256: str
+
+
+def _common(tokenizer: StructBertTokenizer, data: dict[str, Any]) -> dict[str, Any]:
+    return dict(
         max_seq_length=data["max_seq_length"],
         max_predictions_per_seq=data["max_predictions_per_seq"],
         vocab_size=tokenizer.vocab_size,
@@ -253,6 +339,51 @@ def run_pretraining(recipe: dict[str, Any], *, progress_bar: bool = True) -> Pre
         sso_classes=data["sso_classes"],
         whole_word_groups=continuation_flags(tokenizer, data["whole_word_mask"]),
     )
+
+
+def _prepare_data(
+    data_dir: Path,
+    inputs: dict[str, Any],
+    tok_spec: dict[str, Any],
+    train_docs: list,
+    data: dict[str, Any],
+    rng: np.random.Generator,
+    *,
+    keep_vocab: bool,
+) -> _Data:
+    """Build the vocabulary and the shards into ``data_dir`` once, or reuse them after checking their hashes.
+
+    ``data.json`` is written last: without it nothing in ``data_dir`` is trusted and everything is rebuilt (a run
+    killed while building). ``rng`` ends where building the instances leaves it, reused or not, so the held-out
+    sets drawn from it next are the same either way. ``keep_vocab`` (a resumed run whose data inputs differ, under
+    ``--resume``) rebuilds the shards but keeps the learnt vocabulary its checkpoints were trained with.
+    """
+    manifest_path = data_dir / DATA_MANIFEST
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
+    lowercase = tok_spec.get("lowercase", True)
+    learnt = tok_spec.get("vocab") is None
+    if manifest is not None and manifest["inputs"] == json.loads(json.dumps(inputs, default=str)):
+        found = {"tokenizer": _tokenizer_fingerprint(tok_spec, data_dir), "shards": sha256_tree(data_dir / "train")}
+        changed = [name for name in found if found[name] != manifest[f"{name}_sha256"]]
+        if changed:
+            raise RunConflictError(
+                f"the {' and '.join(changed)} in {data_dir} changed after this run built them (sha256 differs); "
+                "pass --overwrite to rebuild the data and start fresh"
+            )
+        tokenizer = _open_tokenizer(data_dir / VOCAB_FILE if learnt else Path(tok_spec["vocab"]), lowercase)
+        rng.bit_generator.state = manifest["rng_after_build"]
+        return _Data(tokenizer, data_dir / "train", _common(tokenizer, data), found["tokenizer"], found["shards"])
+    if manifest is not None:
+        print(f"alicemind: {data_dir} was built from other inputs: rebuilding it", file=sys.stderr)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    manifest_path.unlink(missing_ok=True)
+    if learnt and keep_vocab and (data_dir / VOCAB_FILE).is_file():
+        print(f"alicemind: keeping {data_dir / VOCAB_FILE}: the resumed checkpoints were trained with it",
+              file=sys.stderr)  # fmt: skip
+        tokenizer = _open_tokenizer(data_dir / VOCAB_FILE, lowercase)
+    else:
+        tokenizer = _load_tokenizer(tok_spec, train_docs, data_dir)
+    common = _common(tokenizer, data)
     instances = build_pretraining_instances(
         tokenize_documents(tokenizer, train_docs),
         masked_lm_prob=data["masked_lm_prob"],
@@ -261,32 +392,19 @@ def run_pretraining(recipe: dict[str, Any], *, progress_bar: bool = True) -> Pre
         rng=rng,
         **common,
     )
-    shards = write_pretraining_shards(
-        instances, output_dir / "data" / "train", vocab_size=tokenizer.vocab_size, overwrite=True
-    )
-    evaluator = _evaluator(tokenizer, eval_docs, data, common, rng)
-
-    train_cfg.output_dir = str(output_dir)
-    dataset = load_pretraining_dataset(shards)
-    loader = DataLoader(
-        dataset,
-        batch_size=train_cfg.per_device_batch_size or 32,
-        shuffle=True,
-        collate_fn=pretraining_collator(tokenizer.pad_token_id),
-        drop_last=len(dataset) >= 2 * (train_cfg.per_device_batch_size or 32),
-    )
-    trainer = Trainer(model, train_cfg, loader, eval_fn=evaluator)
-    initial = evaluator(trainer.model) if evaluator else {}
-    if initial:
-        logger.info("held-out before training: %s", _fmt(initial))
-    state = trainer.train()
-    final = evaluator(trainer.model) if evaluator else {}
-    model_dir = output_dir / "model"
-    if trainer.dist.is_main:
-        trainer.model.save_pretrained(model_dir)
-        tokenizer.save_pretrained(model_dir)
-        (output_dir / "held_out.json").write_text(json.dumps({"initial": initial, "final": final}, indent=1))
-    return PretrainResult(output_dir, model_dir, len(instances), initial, final, list(state.log_history))
+    shards = write_pretraining_shards(instances, data_dir / "train", vocab_size=tokenizer.vocab_size, overwrite=True)
+    built = _Data(tokenizer, shards, common, _tokenizer_fingerprint(tok_spec, data_dir), sha256_tree(shards))
+    record = {
+        "inputs": inputs,
+        "tokenizer_sha256": built.tokenizer_sha256,
+        "shards_sha256": built.shards_sha256,
+        "num_instances": len(instances),
+        "rng_after_build": rng.bit_generator.state,
+    }
+    tmp = data_dir / f".{DATA_MANIFEST}.tmp"
+    tmp.write_text(json.dumps(record, indent=1, default=str) + "\n")
+    tmp.replace(manifest_path)
+    return built
 
 
 def _evaluator(tokenizer, eval_docs, data, common, rng) -> ObjectiveEvaluator | None:

@@ -5,9 +5,12 @@ DDP under torchrun, and callbacks that techniques hook into."""
 from alicemind.core.training.callbacks import TrainerCallback
 from alicemind.core.training.checkpoint import latest_checkpoint, list_checkpoints
 from alicemind.core.training.config import TrainingConfig, TrainState
+from alicemind.core.training.run_manifest import RunConflictError, RunIdentity
 from alicemind.core.training.trainer import Trainer, move_to_device, seed_everything, split_outputs
 
 __all__ = [
+    "RunConflictError",
+    "RunIdentity",
     "TrainState",
     "Trainer",
     "TrainerCallback",

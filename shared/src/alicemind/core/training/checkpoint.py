@@ -9,10 +9,13 @@ safetensors, optimizer/scheduler/scaler states are read with ``torch.load(weight
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
 import shutil
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ import torch
 from torch import nn
 
 from alicemind.core.checkpoint import load_safetensors, save_safetensors
+from alicemind.core.checkpoint.errors import CorruptCheckpointError
 from alicemind.core.training.config import TrainState
 
 MODEL_FILE = "model.safetensors"
@@ -170,10 +174,15 @@ def prune(output_dir: Path, keep_last_n: int | None) -> None:
     if keep_last_n is None:
         return
     for _, path in list_checkpoints(output_dir)[:-keep_last_n]:
-        # Renamed out of the checkpoint namespace first, so a crash mid-delete leaves no half checkpoint behind.
-        doomed = path.parent / f"{_TMP_PREFIX}old-{path.name}"
-        os.replace(path, doomed)
-        shutil.rmtree(doomed, ignore_errors=True)
+        remove_checkpoint(path)
+
+
+def remove_checkpoint(path: Path) -> None:
+    """Delete one checkpoint directory; renamed out of the checkpoint namespace first, so a crash mid-delete
+    leaves no half checkpoint behind."""
+    doomed = path.parent / f"{_TMP_PREFIX}old-{path.name}"
+    os.replace(path, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 def remove_stale(output_dir: Path) -> None:
@@ -193,3 +202,71 @@ def read_rng(ckpt: Path, rank: int) -> dict[str, torch.Tensor] | None:
     """This rank's saved RNG states, or None when the checkpoint has none for it (e.g. more ranks than before)."""
     path = ckpt / f"rng_state_{rank}.safetensors"
     return load_safetensors(path) if path.is_file() else None
+
+
+# What reading a truncated, missing or garbled checkpoint file raises. A hostile pickle raises
+# pickle.UnpicklingError, which is deliberately not here: it must stop the run, not be skipped.
+UNREADABLE = (
+    CorruptCheckpointError,
+    OSError,
+    EOFError,
+    RuntimeError,
+    ValueError,
+    KeyError,
+    TypeError,
+    zipfile.BadZipFile,
+)
+
+
+@dataclass
+class LoadedCheckpoint:
+    """Everything a checkpoint holds, read into memory (on CPU) so that a broken file is found before any of it
+    is applied to the model."""
+
+    path: Path
+    model: dict[str, torch.Tensor]
+    optimizer: Any
+    scheduler: Any
+    scaler: Any
+    state: TrainState
+    rng: dict[str, torch.Tensor] | None
+
+
+def read_checkpoint(path: Path, rank: int = 0) -> LoadedCheckpoint:
+    """Open and read every file of the checkpoint at ``path``; raises one of :data:`UNREADABLE` if one is broken."""
+    state_values = json.loads((path / STATE_FILE).read_text())
+    if not isinstance(state_values, dict):
+        raise ValueError(f"{path / STATE_FILE} holds no JSON object")
+    known = {f for f in TrainState.__dataclass_fields__}
+    state = TrainState(**{k: v for k, v in state_values.items() if k in known})
+    return LoadedCheckpoint(
+        path=path,
+        model=load_safetensors(path / MODEL_FILE),
+        optimizer=load_torch(path / "optimizer.pt", "cpu"),
+        scheduler=load_torch(path / "scheduler.pt", "cpu") if (path / "scheduler.pt").is_file() else None,
+        scaler=load_torch(path / "scaler.pt", "cpu") if (path / "scaler.pt").is_file() else None,
+        state=state,
+        rng=read_rng(path, rank),
+    )
+
+
+def directory_size(path: Path) -> int:
+    """Bytes held by the files under ``path``."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def format_size(size: int) -> str:
+    """``261.3 MB``-style size."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    raise AssertionError("unreachable")
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a broken checkpoint out of the checkpoint namespace (kept for inspection, never loaded or pruned)."""
+    target = path.parent / f"corrupt-{path.name}"
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(path, target)
+    return target

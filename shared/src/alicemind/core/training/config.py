@@ -9,6 +9,11 @@ from pathlib import Path
 from typing import Any
 
 _PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# Fields that do not change the trained weights: left out of a run's identity.
+_NOT_RESULTS = (
+    "output_dir", "device", "log_every", "eval_every", "save_every", "keep_last_n", "metric_for_best",
+    "greater_is_better", "tensorboard", "progress_bar", "resume", "overwrite", "keep_final_checkpoint",
+)  # fmt: skip
 
 
 @dataclass
@@ -17,9 +22,14 @@ class TrainingConfig:
 
     Give exactly one of ``max_steps`` (optimizer updates) or ``num_epochs``; at most one of ``warmup_steps`` and
     ``warmup_ratio``. ``precision="auto"`` picks bf16/fp16 on devices that run them natively and fp32 elsewhere.
-    ``resume``: "auto" continues from the latest complete checkpoint in ``output_dir`` (if any), a path continues
-    from that checkpoint, None starts fresh. Step intervals (log/eval/save) of 0 or None are off; the last step is
-    always logged, evaluated (with an ``eval_fn``) and checkpointed (with an ``output_dir``).
+    ``resume``: "auto" continues the run recorded in ``output_dir/run.json`` from its newest intact checkpoint if
+    it is the same run (see :mod:`alicemind.core.training.run_manifest`) and refuses another run; "force"
+    continues whatever run is there; a path continues from that checkpoint; None or "never" never resumes (and
+    refuses a used ``output_dir``). ``overwrite=True`` starts fresh, deleting the previous run's checkpoints.
+    Step intervals (log/eval) of 0 or None are off; the last step is always logged and evaluated (with an
+    ``eval_fn``). ``save_every``: None checkpoints the last step only, 0 writes no checkpoints at all, N every N
+    steps and the last. ``keep_final_checkpoint=False`` lets :meth:`Trainer.finalize` drop the last checkpoint
+    once the family has written its model folder.
     """
 
     output_dir: str | None = None
@@ -49,6 +59,8 @@ class TrainingConfig:
     tensorboard: bool = False
     progress_bar: bool = True
     resume: str | None = "auto"
+    overwrite: bool = False
+    keep_final_checkpoint: bool = True
 
     def __post_init__(self) -> None:
         if (self.max_steps is None) == (self.num_epochs is None):
@@ -67,6 +79,10 @@ class TrainingConfig:
             raise ValueError(f"TrainingConfig: precision must be one of {_PRECISIONS}, got {self.precision!r}")
         if self.keep_last_n is not None and self.keep_last_n < 1:
             raise ValueError(f"TrainingConfig: keep_last_n must be >= 1 or None, got {self.keep_last_n}")
+        if self.save_every is not None and self.save_every < 0:
+            raise ValueError(f"TrainingConfig: save_every must be >= 0 or None, got {self.save_every}")
+        if self.overwrite and self.resume == "force":
+            raise ValueError("TrainingConfig: overwrite=True starts fresh; it cannot go with resume='force'")
         if self.metric_for_best is not None and self.greater_is_better is None:
             # The usual convention: losses are minimised, everything else maximised.
             self.greater_is_better = "loss" not in self.metric_for_best
@@ -80,6 +96,14 @@ class TrainingConfig:
         if unknown:
             raise ValueError(f"TrainingConfig: unknown field(s) {unknown}; known fields: {sorted(known)}")
         return cls(**values)
+
+    def result_values(self) -> dict[str, Any]:
+        """The fields that change what training produces (a run's identity); paths, logging, checkpoint
+        cadence, device and resume settings are left out."""
+        out = self.to_dict()
+        for name in _NOT_RESULTS:
+            out.pop(name, None)
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable copy."""

@@ -7,6 +7,7 @@ import contextlib
 import os
 import random
 import shutil
+import sys
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -17,14 +18,17 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from alicemind.core.ops import autocast, build_optimizer, build_scheduler, param_groups, resolve_precision
 from alicemind.core.training import checkpoint as ckpt
+from alicemind.core.training import run_manifest
 from alicemind.core.training.callbacks import TrainerCallback
 from alicemind.core.training.config import TrainingConfig, TrainState
 from alicemind.core.training.data import batches_per_epoch, epoch_batches, shard_for_ranks
 from alicemind.core.training.distributed import all_reduce_mean, barrier, pick_device, setup_distributed
 from alicemind.core.training.logger import MetricsLogger
+from alicemind.core.training.run_manifest import RunIdentity, RunPlan
 
 LossFn = Callable[[nn.Module, Any], Any]
 
@@ -91,6 +95,7 @@ class Trainer:
         optimizer: torch.optim.Optimizer | None = None,
         scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
         compute_loss: LossFn | None = None,
+        run_identity: RunIdentity | None = None,
     ) -> None:
         self.config = config
         self.device = pick_device(config.device, int(os.environ.get("LOCAL_RANK", "0")))
@@ -137,6 +142,7 @@ class Trainer:
             world_size=self.dist.world_size,
             gradient_accumulation_steps=config.gradient_accumulation_steps,
         )
+        self.identity = self._identity(run_identity)
         self._logger: MetricsLogger | None = None
 
     # ----------------------------------------------------------------------------------------------- set-up
@@ -161,32 +167,87 @@ class Trainer:
             )
         return steps
 
-    def _resume_path(self) -> Path | None:
-        resume = self.config.resume
-        if resume is None:
-            return None
-        if resume == "auto":
-            return ckpt.latest_checkpoint(self.output_dir) if self.output_dir else None
-        path = Path(resume)
-        if (path / ckpt.STATE_FILE).is_file():
-            return path
-        latest = ckpt.latest_checkpoint(path)
-        if latest is None:
-            raise FileNotFoundError(f"resume={resume!r}: no complete checkpoint there (no {ckpt.STATE_FILE})")
-        return latest
+    def _identity(self, given: RunIdentity | None) -> RunIdentity:
+        base = given or RunIdentity(
+            {
+                "model.class": type(self.model).__name__,
+                "model.parameters": sum(p.numel() for p in self.model.parameters()),
+                "data.num_batches": batches_per_epoch(self.train_dataloader),
+            }
+        )
+        return base.updated(values={"training": self.config.result_values()}, code=run_manifest.code_versions())
 
-    def _resume(self) -> dict[str, torch.Tensor] | None:
-        """Restore everything but the RNG, which is returned to be applied once the data iterator exists."""
-        path = self._resume_path()
-        if path is None:
+    def _say(self, message: str) -> None:
+        # One line on stderr from rank 0; tqdm.write keeps the progress bar intact.
+        if self.dist.is_main:
+            tqdm.write(f"alicemind: {message}", file=sys.stderr)
+
+    def _prepare_output_dir(self) -> RunPlan | None:
+        """Check that ``output_dir`` holds nothing or this same run; clear it on overwrite; record the run."""
+        if self.output_dir is None:
             return None
-        ckpt.load_model_weights(self.model, path / ckpt.MODEL_FILE, self.device)
-        self.optimizer.load_state_dict(ckpt.load_torch(path / "optimizer.pt", "cpu"))
-        if (path / "scheduler.pt").is_file():
-            self.scheduler.load_state_dict(ckpt.load_torch(path / "scheduler.pt", "cpu"))
-        if self.scaler is not None and (path / "scaler.pt").is_file():
-            self.scaler.load_state_dict(ckpt.load_torch(path / "scaler.pt", "cpu"))
-        saved = TrainState.load(path / ckpt.STATE_FILE)
+        cfg = self.config
+        plan = run_manifest.plan_run(self.output_dir, self.identity, resume=cfg.resume, overwrite=cfg.overwrite)
+        barrier(self.dist)  # every rank decided before rank 0 changes anything
+        if self.dist.is_main:
+            if plan.action == "overwrite":
+                deleted = run_manifest.clear_run(self.output_dir)
+                self._say(f"--overwrite: starting a new run in {self.output_dir}; deleted {', '.join(deleted)}")
+            ckpt.remove_stale(self.output_dir)
+            history = list((plan.recorded or {}).get("history", []))
+            if plan.action == "resume" and plan.differences:
+                history.append({"step": None, "differences": plan.differences})
+            run_manifest.write_run(self.output_dir, self.identity, max_steps=self.max_steps, history=history)
+        barrier(self.dist)
+        return plan
+
+    def _candidates(self, plan: RunPlan | None) -> list[Path]:
+        """Checkpoints to try, newest first."""
+        resume = self.config.resume
+        if resume not in (None, "never", "auto", "force"):
+            path = Path(resume)
+            if (path / ckpt.STATE_FILE).is_file():
+                return [path]
+            found = [p for _, p in reversed(ckpt.list_checkpoints(path))]
+            if not found:
+                raise FileNotFoundError(f"resume={resume!r}: no complete checkpoint there (no {ckpt.STATE_FILE})")
+            return found
+        if plan is None or plan.action != "resume":
+            return []
+        return [p for _, p in reversed(ckpt.list_checkpoints(self.output_dir))]
+
+    def _read_intact(self, candidates: list[Path]) -> ckpt.LoadedCheckpoint | None:
+        for path in candidates:
+            try:
+                return ckpt.read_checkpoint(path, self.dist.rank)
+            except ckpt.UNREADABLE as err:
+                if self.config.resume not in ("auto", "force"):  # an explicit checkpoint: no silent fallback
+                    raise ckpt.CorruptCheckpointError(f"cannot resume from {path}: {err}") from err
+                barrier(self.dist)
+                if self.dist.is_main:
+                    aside = ckpt.set_aside(path)
+                    self._say(f"warning: {path.name} is unreadable ({err}); moved it to {aside.name}, trying older")
+                barrier(self.dist)
+        return None
+
+    def _resume(self, plan: RunPlan | None) -> dict[str, torch.Tensor] | None:
+        """Restore everything but the RNG, which is returned to be applied once the data iterator exists."""
+        candidates = self._candidates(plan)
+        loaded = self._read_intact(candidates)
+        if loaded is None:
+            if candidates:
+                self._say(f"no intact checkpoint of this run in {self.output_dir}: training from step 0")
+            elif plan is not None and plan.action == "resume":
+                self._say(f"no checkpoint of this run in {self.output_dir} yet: training it from step 0")
+            return None
+        path = loaded.path
+        self.model.load_state_dict(loaded.model, strict=True)
+        self.optimizer.load_state_dict(loaded.optimizer)
+        if loaded.scheduler is not None:
+            self.scheduler.load_state_dict(loaded.scheduler)
+        if self.scaler is not None and loaded.scaler is not None:
+            self.scaler.load_state_dict(loaded.scaler)
+        saved = loaded.state
         if (saved.world_size, saved.gradient_accumulation_steps) != (
             self.dist.world_size,
             self.config.gradient_accumulation_steps,
@@ -200,17 +261,19 @@ class Trainer:
         saved.max_steps, saved.world_size = self.max_steps, self.dist.world_size
         saved.gradient_accumulation_steps = self.config.gradient_accumulation_steps
         self.state = saved
-        rng = ckpt.read_rng(path, self.dist.rank)
-        if rng is None:
+        where = path.name if path.parent == self.output_dir else str(path)
+        differs = plan.differences if plan is not None and plan.action == "resume" else []
+        note = f" despite: {'; '.join(differs)}" if differs else ""
+        self._say(f"resuming run from {where} (step {saved.step} of {self.max_steps}){note}")
+        if loaded.rng is None:
             warnings.warn(f"{path} has no RNG state for rank {self.dist.rank}; continuing with fresh RNG", stacklevel=3)
-        return rng
+        return loaded.rng
 
     # ----------------------------------------------------------------------------------------------- the loop
     def train(self) -> TrainState:
         """Run (or continue) training to ``max_steps`` and return the final state."""
-        if self.output_dir is not None and self.dist.is_main:
-            ckpt.remove_stale(self.output_dir)
-        rng = self._resume()
+        plan = self._prepare_output_dir()
+        rng = self._resume(plan)
         self._logger = MetricsLogger(
             self.output_dir,
             enabled=self.dist.is_main,
@@ -321,7 +384,11 @@ class Trainer:
             self._log(lr, grad_norm)
         if self.eval_fn is not None and (last or (cfg.eval_every and step % cfg.eval_every == 0)):
             self.evaluate()
-        if self.output_dir is not None and (last or (cfg.save_every and step % cfg.save_every == 0)):
+        if (
+            self.output_dir is not None
+            and cfg.save_every != 0
+            and (last or (cfg.save_every and step % cfg.save_every == 0))
+        ):
             self.save_checkpoint()
 
     # ----------------------------------------------------------------------------------------------- side paths
@@ -386,9 +453,28 @@ class Trainer:
                 ckpt.write_main(tmp, self.model, self.optimizer, self.scheduler, self.scaler, self.state)
                 ckpt.commit(tmp, final)
                 ckpt.prune(self.output_dir, self.config.keep_last_n)
+                self._say(f"wrote {final.name} ({ckpt.format_size(ckpt.directory_size(final))})")
         except BaseException:
             if self.dist.is_main:
                 shutil.rmtree(tmp, ignore_errors=True)
             raise
         barrier(self.dist)
         return final
+
+    def finalize(self) -> Path | None:
+        """Call once the model folder is written: with ``keep_final_checkpoint=False`` the last checkpoint (its
+        optimizer state is the bulk of it) is deleted; returns the checkpoint kept, if any."""
+        if self.output_dir is None:
+            return None
+        final = ckpt.checkpoint_dir(self.output_dir, self.state.step)
+        if not final.is_dir():
+            return None
+        if self.config.keep_final_checkpoint:
+            return final
+        barrier(self.dist)
+        if self.dist.is_main:
+            size = ckpt.format_size(ckpt.directory_size(final))
+            ckpt.remove_checkpoint(final)
+            self._say(f"keep_final_checkpoint=false: deleted {final.name} ({size}); the model folder holds the weights")
+        barrier(self.dist)
+        return None
