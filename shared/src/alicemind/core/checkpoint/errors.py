@@ -18,7 +18,11 @@ class CheckpointError(Exception):
 
 
 class UnsafeCheckpointError(CheckpointError):
-    """A pickle asked for a global that is not allow-listed; nothing from it was executed."""
+    """A pickle asked for something the sealed unpickler refuses; nothing outside the allow-list ran.
+
+    A global that is not allow-listed, a call with arguments torch.save never writes, a change (BUILD, SETITEM,
+    APPEND) to an object the load did not create, a persistent id that is not a torch storage, and the like.
+    """
 
 
 class CorruptCheckpointError(CheckpointError):
