@@ -121,6 +121,34 @@ def _child_tuning(recipe: dict[str, Any]) -> list:
         raise CliError(f"child_tuning: {err}") from None
 
 
+def _data_files(recipe: dict[str, Any]) -> dict[str, Any]:
+    """The recipe's ``data`` section with ``train``/``valid`` filled from ``data_dir`` (``train.*``, ``dev.*``)
+    when the recipe names a folder (the generic ``seq2seq`` recipe)."""
+    data = dict(recipe["data"])
+    if recipe.get("data_dir") or data.get("columns") is not None:
+        from alicemind.core.data import split_files
+
+        files = split_files(recipe.get("data_dir"), {"train": data.get("train"), "dev": data.get("valid")})
+        data["train"], data["valid"] = files["train"], files.get("dev")
+    return data
+
+
+def _pairs(data: dict[str, Any], split: str, limit: int | None) -> list[tuple[str, str]]:
+    """(source, target) pairs: core's generic column reader when the recipe names ``columns`` (TSV, CSV or
+    JSONL, by header name or index), else the release formats of :func:`read_pairs`."""
+    if data.get("columns") is None:
+        return read_pairs(data[split], limit=limit)
+    from alicemind.core.data import read_columns
+    from alicemind.core.data.own_data import SOURCE_NAMES, TARGET_NAMES
+
+    columns = data["columns"]
+    wanted = {"source": columns.get("source"), "target": columns.get("target")}
+    rows = read_columns(data[split], wanted, {"source": SOURCE_NAMES, "target": TARGET_NAMES},
+                        header=data.get("header", "auto"), format=data.get("format") or "auto",
+                        positions={"source": 0, "target": 1})  # fmt: skip
+    return [(r["source"], r["target"]) for _, r in rows][:limit]
+
+
 def finetune(recipe: dict[str, Any]) -> dict[str, Any]:
     """Fine-tune on ``data.train``; evaluate generation on ``data.valid`` (if given); save to the output folder.
 
@@ -128,14 +156,14 @@ def finetune(recipe: dict[str, Any]) -> dict[str, Any]:
     """
     from alicemind.palm.pretraining import run_identity
 
-    data, training = recipe["data"], dict(recipe["training"])
+    data, training = _data_files(recipe), dict(recipe["training"])
     if not data.get("train"):
         raise FileNotFoundError("the recipe has no training data: set data.train=PATH (and data.valid=PATH)")
     model, tokenizer, _ = load_model_and_tokenizer(recipe["model"], recipe.get("tokenizer"), **recipe.get("config", {}))
     limit = data.get("limit")
     features = encode_pairs(
         tokenizer,
-        read_pairs(data["train"], limit=limit),
+        _pairs(data, "train", limit),
         max_source_length=data["max_source_length"],
         max_target_length=data["max_target_length"],
     )
@@ -167,7 +195,7 @@ def finetune(recipe: dict[str, Any]) -> dict[str, Any]:
     trainer.finalize()
     metrics = {}
     if data.get("valid"):
-        pairs = read_pairs(data["valid"], limit=data.get("eval_limit"))
+        pairs = _pairs(data, "valid", data.get("eval_limit"))
         predictions = generate_texts(
             trainer.model,
             tokenizer,

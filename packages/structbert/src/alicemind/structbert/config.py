@@ -33,6 +33,11 @@ class StructBertConfig(ModelConfig):
     # Heads: one entry per task for multi-task classification (1 = regression); num_labels for single-task heads.
     num_labels: int = 2
     task_num_labels: list[int] | None = None
+    # Label names of a single-task head (Hugging Face fields: id2label keys are the class ids as strings), and
+    # what each head was trained on (core.data.task_to_dict), so a fine-tuned folder describes itself.
+    id2label: dict[str, str] | None = None
+    label2id: dict[str, int] | None = None
+    task_specs: list[dict] | None = None
     # Run linear layers and the FFN on packed real tokens only (same outputs, less work on padded batches).
     padding_free: bool = False
 
@@ -43,6 +48,10 @@ class StructBertConfig(ModelConfig):
             )
         if self.task_num_labels is not None and not self.task_num_labels:
             raise ValueError("task_num_labels must list at least one task")
+        if self.id2label is not None:
+            # JSON keys are strings (transformers writes them so). The head's size comes from num_labels or, when
+            # loading, the weights' shape; transformers folders often carry id2label without num_labels.
+            self.id2label = {str(k): str(v) for k, v in self.id2label.items()}
 
 
 _BASE = dict(hidden_act="gelu", max_position_embeddings=512, type_vocab_size=2, initializer_range=0.02)

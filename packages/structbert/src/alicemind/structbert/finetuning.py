@@ -2,7 +2,13 @@
 
 Multi-task follows the original ``run_classifier_multi_task.py``: one classifier per task over the pooled [CLS],
 the tasks' training examples shuffled together so batches mix tasks, each row's loss routed to its own head by
-``task_ids``. A fine-tuned folder holds the model, its tokenizer and ``tasks.json`` (the task of each head).
+``task_ids``. Your own files come in through ``kind: classify|regress`` recipes (core's ``own_task``), token
+tagging and QA through ``kind: tag|qa`` (``finetuning_spans``).
+
+A fine-tuned folder describes itself: ``config.json`` carries ``id2label``/``label2id`` and ``task_specs`` (what
+each head was trained on), so ``evaluate`` and ``predict`` need nothing else. A single-task head is saved as
+``classifier.weight``/``classifier.bias`` (transformers' ``BertForSequenceClassification`` loads it); several tasks
+keep one ``classifier.{k}.*`` head each (our layout, ``classifier_layout: multi-task`` in config.json).
 """
 
 from __future__ import annotations
@@ -27,7 +33,14 @@ from alicemind.core.data import (
     TaskSpec,
     get_task,
     load_task_examples,
+    own_task,
+    read_examples,
+    task_from_dict,
+    task_to_dict,
 )
+from alicemind.core.data.own_data import SUFFIXES
+from alicemind.core.data.tasks import is_registered
+from alicemind.core.io import register_saved_files
 from alicemind.core.metrics import glue_metrics
 from alicemind.core.training import Trainer, TrainerCallback, TrainingConfig, move_to_device, seed_everything
 from alicemind.structbert import demo as _demo  # noqa: F401  (registers the demo's task, demo-topics)
@@ -38,10 +51,15 @@ from alicemind.structbert.tokenization import StructBertTokenizer
 logger = logging.getLogger(__name__)
 
 TASKS_FILE = "tasks.json"
+register_saved_files(TASKS_FILE)  # part of a fine-tuned model folder: a later save may replace it
 RECIPE_KEYS = {
     "task", "data_dir", "model", "tokenizer", "scratch_config", "model_config", "output_dir", "max_seq_length",
     "eval_batch_size", "eval_split", "fast_train", "child_tuning", "reserve_p", "adversarial", "training",
+    # your own files (kind: classify | regress | tag | qa)
+    "kind", "task_name", "train", "dev", "test", "format", "header", "columns", "labels", "metrics",
 }  # fmt: skip
+OWN_KINDS = ("classify", "regress")
+SPAN_KINDS = ("tag", "qa")
 
 
 @dataclass
@@ -52,6 +70,7 @@ class FinetuneResult:
     model_dir: Path
     metrics: dict[str, dict[str, float]]
     log_history: list[dict[str, float]] = field(default_factory=list)
+    tasks: list[TaskSpec] = field(default_factory=list)
 
 
 def _norm(name: str) -> str:
@@ -70,9 +89,40 @@ def resolve_tasks(spec: str | Sequence[str] | None) -> list[TaskSpec]:
     return tasks
 
 
+def recipe_tasks(recipe: dict[str, Any]) -> list[TaskSpec]:
+    """The tasks a recipe trains: registered ``task`` name(s), or with ``kind: classify|regress`` one task over
+    your own files (``data_dir`` / ``train`` / ``dev``, ``columns``, ``labels``), its label set stated in the log."""
+    kind = recipe.get("kind")
+    if not kind:
+        return resolve_tasks(recipe.get("task"))
+    if kind not in OWN_KINDS:
+        raise CliError(f"kind={kind!r} is not a sequence-classification kind; use one of {', '.join(OWN_KINDS)}")
+    if recipe.get("task"):
+        raise CliError("give either task=NAME (a registered task) or kind=classify|regress (your own files)")
+    task = own_task(
+        kind,
+        data_dir=recipe.get("data_dir"),
+        files={split: recipe.get(split) for split in ("train", "dev", "test")},
+        columns=recipe.get("columns"),
+        labels=recipe.get("labels"),
+        header=recipe.get("header"),
+        format=recipe.get("format") or "auto",
+        name=recipe.get("task_name"),
+        metrics=recipe.get("metrics"),
+    )
+    if task.labels is not None:
+        how = "as given" if recipe.get("labels") else "sorted"
+        logger.warning("task %s: %d labels (%s, from %s): %s", task.name, task.num_labels, how,
+                       task.files["train"], ", ".join(task.labels))  # fmt: skip
+    return [task]
+
+
 def task_data_dir(data_dir: str | Path | dict | None, task: TaskSpec) -> Path:
     """The folder of ``task``: ``data_dir`` itself, or its sub-folder named after the task (``MNLI``,
-    ``afqmc_public``, ...; any case), or ``data_dir[task]`` when a mapping is given."""
+    ``afqmc_public``, ...; any case), or ``data_dir[task]`` when a mapping is given. A task over your own files
+    names its files itself (relative ones under ``data_dir``)."""
+    if not is_registered(task):
+        return Path(data_dir) if isinstance(data_dir, (str, Path)) else Path.cwd()
     if data_dir is None:
         raise CliError("no data directory given: add data_dir=PATH")
     if isinstance(data_dir, dict):
@@ -161,18 +211,25 @@ def evaluate_tasks(
     split: str = "dev",
     max_seq_length: int = 128,
     batch_size: int = 32,
+    input_file: str | Path | None = None,
 ) -> tuple[dict[str, dict[str, float]], dict[str, tuple[list[Example], np.ndarray]]]:
-    """Metrics per task on ``split`` and, per task, its examples with the raw model outputs."""
+    """Metrics per task on ``split`` (or on the labelled ``input_file``, for a one-task model) and, per task, its
+    examples with the raw model outputs."""
     metrics, outputs = {}, {}
     collate = _collator(tokenizer)
+    if input_file is not None and len(tasks) != 1:
+        raise CliError(f"--input evaluates a one-task model; this one has {len(tasks)} tasks (use --data-dir)")
     for task_id, task in enumerate(tasks):
-        examples = load_task_examples(task, task_data_dir(data_dir, task), split)
+        if input_file is not None:
+            examples = read_examples(task, _existing(input_file), "dev")
+        else:
+            examples = load_task_examples(task, task_data_dir(data_dir, task), split)
         if not examples:
             raise CliError(f"{task.name} {split} split has no examples")
         features = encode_examples(tokenizer, examples, task, task_id, max_seq_length)
         raw = predict_task(model, features, task_id, collate, batch_size)
         labels = np.array([f["labels"] for f in features])
-        metrics[task.name] = glue_metrics(task.name, raw, labels if task.is_regression else labels.astype(int))
+        metrics[task.name] = glue_metrics(task, raw, labels if task.is_regression else labels.astype(int))
         outputs[task.name] = (examples, raw)
     return metrics, outputs
 
@@ -198,22 +255,71 @@ def load_tokenizer(path: str | Path | None, fallback: str | Path | None) -> Stru
     raise CliError(f"no tokenizer found (looked at tokenizer={path!r} and model={fallback!r}); give tokenizer=PATH")
 
 
+def _existing(path: str | Path) -> Path:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"input file {path} does not exist")
+    return Path(path)
+
+
+def saved_tasks(model_dir: str | Path) -> tuple[list[TaskSpec], dict[str, Any]]:
+    """The tasks of a fine-tuned folder (``task_specs`` in config.json, else the names in ``tasks.json``) and its
+    ``tasks.json`` settings (``max_seq_length``)."""
+    model_dir = Path(model_dir)
+    config = json.loads((model_dir / "config.json").read_text()) if (model_dir / "config.json").is_file() else {}
+    info = json.loads((model_dir / TASKS_FILE).read_text()) if (model_dir / TASKS_FILE).is_file() else {}
+    if config.get("task_specs"):
+        return [task_from_dict(d) for d in config["task_specs"]], info
+    if info.get("tasks"):
+        return resolve_tasks(info["tasks"]), info
+    raise CliError(f"{model_dir} is not a fine-tuned StructBERT folder (no task_specs in config.json); run finetune")
+
+
 def load_finetuned(model_dir: str | Path) -> tuple[StructBertForSequenceClassification, list[TaskSpec]]:
     """A folder written by :func:`run_finetune`: the model and the task of each head."""
-    model_dir = Path(model_dir)
-    if not (model_dir / TASKS_FILE).is_file():
-        raise CliError(f"{model_dir} is not a fine-tuned StructBERT folder (no {TASKS_FILE}); run finetune first")
-    tasks = resolve_tasks(json.loads((model_dir / TASKS_FILE).read_text())["tasks"])
-    return StructBertForSequenceClassification.from_pretrained(model_dir), tasks
+    tasks, _ = saved_tasks(model_dir)
+    return StructBertForSequenceClassification.from_pretrained(Path(model_dir)), tasks
+
+
+def describe_heads(config: StructBertConfig, tasks: Sequence[TaskSpec]) -> None:
+    """Write the tasks into ``config`` (``task_specs``; ``id2label``/``label2id`` for a single classifier).
+
+    Files of your own tasks are stored by split name (``dev.tsv`` ...), so a later ``--data-dir`` finds its own."""
+    specs = []
+    for task in tasks:
+        spec = task_to_dict(task)
+        if not spec.get("registered"):
+            spec["trained_on"] = {split: str(f) for split, f in task.files.items()}
+            spec["files"] = {split: [f"{split}{suffix}" for suffix in SUFFIXES] for split in ("train", "dev", "test")}
+        specs.append(spec)
+    config.task_specs = specs
+    single = len(tasks) == 1 and tasks[0].labels is not None
+    config.id2label = {str(i): label for i, label in enumerate(tasks[0].labels)} if single else None
+    config.label2id = {label: i for i, label in enumerate(tasks[0].labels)} if single else None
+    if len(tasks) > 1:
+        config.extra["classifier_layout"] = "multi-task"
+        logger.warning("multi-task model: one head per task saved as classifier.{k}.* (our layout; transformers' "
+                       "BertForSequenceClassification does not read it)")  # fmt: skip
 
 
 def _build_model(recipe: dict[str, Any], tasks: list[TaskSpec]) -> StructBertForSequenceClassification:
-    overrides = {"task_num_labels": [t.num_labels for t in tasks], **dict(recipe.get("model_config") or {})}
+    # One task: a plain head (num_labels, saved as classifier.weight/bias as transformers expects); several: one
+    # head per task (task_num_labels, saved as classifier.{k}.*).
+    if len(tasks) == 1:
+        heads = {"num_labels": tasks[0].num_labels, "task_num_labels": None}
+    else:
+        heads = {"task_num_labels": [t.num_labels for t in tasks]}
+    return _build_model_from(recipe, StructBertForSequenceClassification, heads)
+
+
+def _build_model_from(recipe: dict[str, Any], model_class, heads: dict[str, Any]):
+    """``model_class`` from the recipe's ``model`` checkpoint, or random from ``scratch_config``, with ``heads``
+    and ``model_config`` applied to its config."""
+    overrides = {**heads, **dict(recipe.get("model_config") or {})}
     if recipe.get("model"):
         path = Path(recipe["model"])
         if not path.exists():
             raise CliError(f"model {path} does not exist (give a checkpoint folder or file)")
-        return StructBertForSequenceClassification.from_pretrained(path, **overrides)
+        return model_class.from_pretrained(path, **overrides)
     scratch = recipe.get("scratch_config")
     if not scratch:
         raise CliError(
@@ -223,7 +329,7 @@ def _build_model(recipe: dict[str, Any], tasks: list[TaskSpec]) -> StructBertFor
         config = StructBertConfig.from_json_file(scratch, **overrides)
     else:
         config = StructBertConfig.from_preset(scratch, **overrides)
-    return StructBertForSequenceClassification(config)
+    return model_class(config)
 
 
 def _callbacks(recipe: dict[str, Any], tasks: list[TaskSpec]) -> list[TrainerCallback]:
@@ -265,10 +371,23 @@ def run_finetune(recipe: dict[str, Any], *, progress_bar: bool = True) -> Finetu
     unknown = sorted(set(recipe) - RECIPE_KEYS)
     if unknown:
         raise CliError(f"unknown recipe key(s) {unknown}; known: {sorted(RECIPE_KEYS)}")
-    tasks = resolve_tasks(recipe.get("task"))
+    if recipe.get("kind") in SPAN_KINDS:
+        from alicemind.structbert.finetuning_spans import run_span_finetune
+
+        return run_span_finetune(recipe, progress_bar=progress_bar)
+    tasks = recipe_tasks(recipe)
     data_dir = recipe.get("data_dir")
     for task in tasks:
         task_data_dir(data_dir, task)  # fail on a missing folder before loading a model
+    eval_split = recipe.get("eval_split") or "dev"
+    eval_batch = int(recipe.get("eval_batch_size") or 32)
+    missing = [t.name for t in tasks if eval_split not in t.files]
+    if missing:
+        raise CliError(f"no {eval_split} file for {', '.join(missing)}: add {eval_split}.tsv beside train.tsv "
+                       f"(or {eval_split}=FILE)")  # fmt: skip
+    for task in tasks:
+        if not is_registered(task):  # a dev label the training file lacks fails now, not after training
+            load_task_examples(task, task_data_dir(data_dir, task), eval_split)
     tokenizer = load_tokenizer(recipe.get("tokenizer"), recipe.get("model"))
     max_len = int(recipe.get("max_seq_length") or 128)
     features = []
@@ -285,8 +404,6 @@ def run_finetune(recipe: dict[str, Any], *, progress_bar: bool = True) -> Finetu
     output_dir = Path(recipe.get("output_dir") or "runs/finetune")
     train_cfg.output_dir = str(output_dir)
     loader = _train_loader(recipe, features, tokenizer, train_cfg.per_device_batch_size or 32, train_cfg.seed)
-    eval_split = recipe.get("eval_split") or "dev"
-    eval_batch = int(recipe.get("eval_batch_size") or 32)
 
     def eval_fn(m) -> dict[str, float]:
         per_task, _ = evaluate_tasks(m, tokenizer, tasks, data_dir, split=eval_split, max_seq_length=max_len,
@@ -301,11 +418,12 @@ def run_finetune(recipe: dict[str, Any], *, progress_bar: bool = True) -> Finetu
                                 batch_size=eval_batch)  # fmt: skip
     model_dir = output_dir / "model"
     if trainer.dist.is_main:
+        describe_heads(trainer.model.config, tasks)
         trainer.model.save_pretrained(model_dir)
         tokenizer.save_pretrained(model_dir)
         (model_dir / TASKS_FILE).write_text(json.dumps({"tasks": [t.name for t in tasks], "max_seq_length": max_len}))
         (output_dir / "eval_results.json").write_text(json.dumps({"split": eval_split, "metrics": metrics}, indent=1))
-    return FinetuneResult(output_dir, model_dir, metrics, list(state.log_history))
+    return FinetuneResult(output_dir, model_dir, metrics, list(state.log_history), tasks)
 
 
 # GLUE's submission file names; CLUE's follow its baseline scripts (<task>_predict.json, OCNLI trained on 50k).
@@ -337,13 +455,19 @@ def _test_splits(task: TaskSpec, folder: Path) -> list[str]:
     return ["test"]
 
 
-def run_evaluate(model_dir, data_dir, output: str | Path, *, split: str = "dev", batch_size: int = 32) -> dict:
-    """Evaluate a fine-tuned folder on ``split`` of each of its tasks; write metrics JSON and per-task
-    prediction TSVs (``guid, prediction, label``) beside it. Returns the metrics."""
+def run_evaluate(
+    model_dir, data_dir, output: str | Path, *, split: str = "dev", batch_size: int = 32, input_file=None
+) -> dict:
+    """Evaluate a fine-tuned folder on ``split`` of each of its tasks (or on the labelled ``input_file``); write
+    metrics JSON and per-task prediction TSVs (``guid, prediction, label``) beside it. Returns the metrics."""
+    if _span_kind(model_dir):
+        from alicemind.structbert.finetuning_spans import run_span_evaluate
+
+        return run_span_evaluate(model_dir, data_dir, output, split=split, batch_size=batch_size, input_file=input_file)
     model, tasks = load_finetuned(model_dir)
-    info = json.loads((Path(model_dir) / TASKS_FILE).read_text())
+    _, info = saved_tasks(model_dir)
     tokenizer = load_tokenizer(None, model_dir)
-    metrics, outputs = evaluate_tasks(model, tokenizer, tasks, data_dir, split=split,
+    metrics, outputs = evaluate_tasks(model, tokenizer, tasks, data_dir, split=split, input_file=input_file,
                                       max_seq_length=info.get("max_seq_length", 128), batch_size=batch_size)  # fmt: skip
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -356,11 +480,18 @@ def run_evaluate(model_dir, data_dir, output: str | Path, *, split: str = "dev",
     return metrics
 
 
+def _span_kind(model_dir) -> str | None:
+    path = Path(model_dir) / "config.json"
+    specs = json.loads(path.read_text()).get("task_specs") if path.is_file() else None
+    kind = specs[0].get("kind") if specs else None
+    return kind if kind in SPAN_KINDS else None
+
+
 def run_predict(model_dir, data_dir, output_dir: str | Path, *, batch_size: int = 32) -> list[Path]:
     """Write leaderboard submission files for the test split(s) of each task of a fine-tuned folder: GLUE TSV
     ``index<TAB>prediction``, CLUE JSON lines ``{"id", "label"}``. Returns the files written."""
     model, tasks = load_finetuned(model_dir)
-    info = json.loads((Path(model_dir) / TASKS_FILE).read_text())
+    _, info = saved_tasks(model_dir)
     tokenizer = load_tokenizer(None, model_dir)
     collate = _collator(tokenizer)
     output_dir = Path(output_dir)
@@ -382,3 +513,16 @@ def run_predict(model_dir, data_dir, output_dir: str | Path, *, batch_size: int 
             path.write_text(text, encoding="utf-8")
             written.append(path)
     return written
+
+
+def predict_rows(
+    model_dir, input_path: str, output_path: str, *, batch_size: int = 32, fmt=None, task_name=None
+) -> int:
+    """One JSON line per input row (``-`` = stdin/stdout) from a fine-tuned folder alone; returns the row count."""
+    if _span_kind(model_dir):
+        from alicemind.structbert.finetuning_spans import predict_span_rows
+
+        return predict_span_rows(model_dir, input_path, output_path, batch_size=batch_size)
+    from alicemind.structbert.predicting import run_predict_stream
+
+    return run_predict_stream(model_dir, input_path, output_path, batch_size=batch_size, fmt=fmt, task_name=task_name)

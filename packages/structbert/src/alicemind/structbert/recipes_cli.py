@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from alicemind.core.cli import CliError, add_recipe_arguments, recipe_from_args
@@ -35,8 +36,6 @@ def _run_recipe(args: argparse.Namespace) -> dict:
     return {**recipe, "training": training}
 
 
-
-
 def _pretrain(args: argparse.Namespace) -> int:
     from alicemind.structbert.pretraining import run_pretraining
 
@@ -59,14 +58,27 @@ def _finetune(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from alicemind.structbert.finetuning import run_evaluate
 
+    if bool(args.data_dir) == bool(args.input):
+        raise CliError("give --data-dir FOLDER (its dev split) or --input FILE (a labelled file), not both")
     output = args.output or Path(args.model).resolve().parent / f"eval_{args.split}.json"
-    metrics = run_evaluate(args.model, args.data_dir, output, split=args.split, batch_size=args.batch_size)
+    metrics = run_evaluate(args.model, args.data_dir, output, split=args.split, batch_size=args.batch_size,
+                           input_file=args.input)  # fmt: skip
     print(json.dumps(metrics, indent=1))
     print(f"wrote {output}")
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
+    if bool(args.data_dir) == bool(args.input):
+        raise CliError("give --input FILE|- (one prediction per row) or --data-dir FOLDER (leaderboard files)")
+    if args.input:
+        from alicemind.structbert.finetuning import predict_rows
+
+        n = predict_rows(args.model, args.input, args.output or "-", batch_size=args.batch_size, fmt=args.format,
+                         task_name=args.task)  # fmt: skip
+        if args.output and args.output != "-":
+            print(f"wrote {n} predictions to {args.output}", file=sys.stderr)
+        return 0
     from alicemind.structbert.finetuning import run_predict
 
     output = args.output or Path(args.model).resolve().parent / "submission"
@@ -98,9 +110,10 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_args(parser: argparse.ArgumentParser, output_help: str) -> None:
+def _model_args(parser: argparse.ArgumentParser, output_help: str, input_help: str) -> None:
     parser.add_argument("--model", required=True, help="a folder written by 'alicemind structbert finetune'")
-    parser.add_argument("--data-dir", required=True, help="task folder (or parent of one folder per task)")
+    parser.add_argument("--data-dir", help="task folder (or parent of one folder per task)")
+    parser.add_argument("--input", help=input_help)
     parser.add_argument("--output", help=output_help)
     parser.add_argument("--batch-size", type=int, default=32)
 
@@ -120,21 +133,31 @@ def add_parser(verbs) -> None:
 
     finetune = verbs.add_parser(
         "finetune",
-        help="fine-tune on GLUE/CLUE tasks (task=a,b for multi-task)",
-        description="Example: alicemind structbert finetune --recipe glue-mnli data_dir=glue/MNLI model=ckpt/",
+        help="fine-tune on your own file (--recipe classify|regress|tag|qa) or GLUE/CLUE tasks (task=a,b)",
+        description="Examples: alicemind structbert finetune --recipe classify data_dir=mydata model=ckpt/ "
+        "output_dir=runs/mine  |  alicemind structbert finetune --recipe glue-mnli data_dir=glue/MNLI model=ckpt/",
     )
     add_recipe_arguments(finetune)
     finetune.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_run_flags(finetune)
     finetune.set_defaults(func=_finetune)
 
-    evaluate = verbs.add_parser("evaluate", help="metrics of a fine-tuned model on a split (writes JSON)")
-    _model_args(evaluate, "metrics JSON path (default: eval_<split>.json beside the model folder)")
+    evaluate = verbs.add_parser("evaluate", help="metrics of a fine-tuned model on a split or file (writes JSON)")
+    _model_args(evaluate, "metrics JSON path (default: eval_<split>.json beside the model folder)",
+                "a labelled file laid out as the training file (instead of --data-dir)")  # fmt: skip
     evaluate.add_argument("--split", default="dev", help="dev (default), dev_mismatched, train, ...")
     evaluate.set_defaults(func=_evaluate)
 
-    predict = verbs.add_parser("predict", help="write GLUE (TSV) / CLUE (JSONL) test-set submission files")
-    _model_args(predict, "folder for the submission files")
+    predict = verbs.add_parser(
+        "predict",
+        help="labels + probabilities per input row (--input FILE|-), or GLUE/CLUE submission files (--data-dir)",
+        description="Example: alicemind structbert predict --model runs/mine/model --input new.tsv --output "
+        "preds.jsonl (- for stdin/stdout; rows are read and answered a batch at a time).",
+    )
+    _model_args(predict, "with --input: JSON-lines file or - (default: stdout); with --data-dir: a folder",
+                "rows to label: TSV/CSV/JSONL laid out as the training file (a header optional), or - for stdin")  # fmt: skip
+    predict.add_argument("--format", choices=("tsv", "csv", "jsonl"), help="input format (default: from suffix)")
+    predict.add_argument("--task", help="which task of a multi-task model to predict")
     predict.set_defaults(func=_predict)
 
     reproduce = verbs.add_parser(

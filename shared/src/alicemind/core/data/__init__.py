@@ -1,4 +1,5 @@
-"""Data loading: GLUE/CLUE readers, dynamic-padding collation, length-bucketed sampling and token shards.
+"""Data loading: GLUE/CLUE readers, your own files (own_data, own_spans), dynamic-padding collation,
+length-bucketed sampling and token shards.
 
 The torch-dependent parts (collator, sampler, shards) are imported on first use so that reading task files and
 the ``alicemind`` command's start-up stay light.
@@ -11,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from alicemind.core.data import glue_clue as _glue_clue  # noqa: F401  (registers the built-in tasks)
 from alicemind.core.data.corpus import read_documents
+from alicemind.core.data.own_data import build_label_set, own_task, read_columns, split_files
+from alicemind.core.data.own_spans import QAExample, TaggedSentence, read_conll, read_squad, tag_set
 from alicemind.core.data.readers import DataFormatError, read_jsonl, read_tsv
 from alicemind.core.data.tasks import (
     Columns,
@@ -20,7 +23,10 @@ from alicemind.core.data.tasks import (
     get_task,
     list_tasks,
     load_task_examples,
+    read_examples,
     register_task,
+    task_from_dict,
+    task_to_dict,
 )
 
 if TYPE_CHECKING:
@@ -50,15 +56,27 @@ __all__ = [
     "DataFormatError",
     "Example",
     "LengthBucketSampler",
+    "QAExample",
     "ShardDataset",
     "ShardWriter",
+    "TaggedSentence",
     "TaskSpec",
     "UnknownTaskError",
+    "build_label_set",
     "get_task",
     "list_tasks",
     "load_task_examples",
+    "own_task",
+    "read_columns",
+    "read_conll",
     "read_documents",
+    "read_examples",
     "read_jsonl",
+    "read_squad",
     "read_tsv",
     "register_task",
+    "split_files",
+    "tag_set",
+    "task_from_dict",
+    "task_to_dict",
 ]

@@ -1,4 +1,4 @@
-"""Line-oriented readers for TSV and JSON-lines files that report malformed input by file and line."""
+"""Line-oriented readers for TSV, CSV and JSON-lines files that report malformed input by file and line."""
 
 from __future__ import annotations
 
@@ -60,7 +60,29 @@ def iter_tsv_numbered(
     path: Path, *, has_header: bool = True, quotechar: str | None = None, strict: bool = True, encoding: str = "utf-8"
 ) -> Iterator[tuple[int, list[str]]]:
     """Like :func:`read_tsv` but yields ``(line_number, row)`` pairs (for error messages further down)."""
-    rows = _plain_rows(path, encoding) if quotechar is None else _quoted_rows(path, encoding, quotechar)
+    return iter_delimited_numbered(
+        path, delimiter="\t", has_header=has_header, quotechar=quotechar, strict=strict, encoding=encoding
+    )
+
+
+def iter_delimited_numbered(
+    path: Path,
+    *,
+    delimiter: str,
+    has_header: bool = True,
+    quotechar: str | None = None,
+    strict: bool = True,
+    encoding: str = "utf-8",
+) -> Iterator[tuple[int, list[str]]]:
+    """``(line_number, fields)`` of a ``delimiter``-separated file; the header row (if any) is not yielded.
+
+    With ``strict`` a row whose field count differs from the first row's raises ``DataFormatError`` naming the
+    file and line (and hinting at a mixed-up delimiter when the row holds another common one).
+    """
+    if quotechar is None:
+        rows = _plain_rows(path, encoding, delimiter)
+    else:
+        rows = _quoted_rows(path, encoding, quotechar, delimiter)
     width = None
     for line_no, row in rows:
         if width is None:
@@ -68,18 +90,36 @@ def iter_tsv_numbered(
             if has_header:
                 continue
         elif strict and len(row) != width:
-            raise DataFormatError(f"{path}:{line_no}: expected {width} tab-separated fields, found {len(row)}")
+            raise DataFormatError(f"{path}:{line_no}: expected {width} {_NAMES.get(delimiter, repr(delimiter))}-"
+                                  f"separated fields, found {len(row)}{_delimiter_hint(row, delimiter)}")  # fmt: skip
         yield line_no, row
 
 
-def _plain_rows(path: Path, encoding: str) -> Iterator[tuple[int, list[str]]]:
+_NAMES = {"\t": "tab", ",": "comma", ";": "semicolon"}
+
+
+def _delimiter_hint(row: list[str], delimiter: str) -> str:
+    others = [name for d, name in _NAMES.items() if d != delimiter and any(d in field for field in row)]
+    return f" (mixed delimiters? this line has {others[0]}s)" if others else ""
+
+
+def read_header(
+    path: Path, *, delimiter: str, quotechar: str | None = None, encoding: str = "utf-8"
+) -> tuple[int, list[str]] | None:
+    """``(line_number, fields)`` of the first non-blank row of a delimited file (None for an empty file)."""
+    rows = _plain_rows(path, encoding, delimiter) if quotechar is None else _quoted_rows(path, encoding, quotechar,
+                                                                                          delimiter)  # fmt: skip
+    return next(iter(rows), None)
+
+
+def _plain_rows(path: Path, encoding: str, delimiter: str = "\t") -> Iterator[tuple[int, list[str]]]:
     for line_no, line in _decoded_lines(path, encoding):
         line = line.rstrip("\r\n")
         if line:
-            yield line_no, line.split("\t")
+            yield line_no, line.split(delimiter)
 
 
-def _quoted_rows(path: Path, encoding: str, quotechar: str) -> Iterator[tuple[int, list[str]]]:
+def _quoted_rows(path: Path, encoding: str, quotechar: str, delimiter: str = "\t") -> Iterator[tuple[int, list[str]]]:
     current = [0]
 
     def lines() -> Iterator[str]:
@@ -87,7 +127,7 @@ def _quoted_rows(path: Path, encoding: str, quotechar: str) -> Iterator[tuple[in
             current[0] = line_no
             yield line
 
-    reader = csv.reader(lines(), delimiter="\t", quotechar=quotechar, strict=True)
+    reader = csv.reader(lines(), delimiter=delimiter, quotechar=quotechar, strict=True)
     try:
         for row in reader:
             if row:
