@@ -27,7 +27,9 @@ SCRIPT = textwrap.dedent(
     class Data(Dataset):
         def __init__(self):
             g = torch.Generator().manual_seed(0)
-            self.x = torch.randn(32, 6, generator=g)
+            # float64: DDP's all-reduce and a single process sum gradients in other orders; fp32 rounding of that,
+            # amplified by Adam on near-zero gradients, would depend on the CPU's SIMD width.
+            self.x = torch.randn(32, 6, generator=g, dtype=torch.float64)
             self.y = (self.x[:, :3].sum(1) > 0).long()
         def __len__(self):
             return 32
@@ -48,7 +50,7 @@ SCRIPT = textwrap.dedent(
         output_dir=out, max_steps=8, gradient_accumulation_steps=2, lr=2e-2, warmup_steps=1, weight_decay=0.01,
         max_grad_norm=1.0, log_every=1, save_every=4, progress_bar=False, seed=7,
     )
-    trainer = Trainer(Model(), cfg, DataLoader(Data(), batch_size=batch_size, shuffle=True))
+    trainer = Trainer(Model().double(), cfg, DataLoader(Data(), batch_size=batch_size, shuffle=True))
     state = trainer.train()
     if trainer.dist.rank == 0:
         print("WORLD", trainer.dist.world_size, "SAMPLER", type(trainer.train_dataloader.sampler).__name__)
