@@ -473,11 +473,6 @@ def test_fuzz_sweep_refuses_with_one_error_and_leaves_globals_alone(tmp_path, gu
     assert_valid_load_still_works(tmp_path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="torch_files.load_checkpoint_object's first try (torch.load weights_only=True) lets torch's own "
-    "unpickler errors (struct.error, IndexError, AssertionError, KeyError) escape untranslated",
-)
 def test_mangled_zip_through_load_checkpoint_object_raises_only_checkpoint_errors(tmp_path):
     import random
 

@@ -6,7 +6,6 @@ import json
 import os
 import pickle
 import struct
-import zipfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -58,25 +57,21 @@ def detect_format(path: str | os.PathLike[str]) -> str:
 
 
 def _torch_load_safely(path: Path, fmt: str, map_location: Any, allow_placeholders: Iterable[str], mmap: bool) -> Any:
-    """torch.load with weights_only=True; on a non-tensor global retry with the restricted unpickler."""
+    """torch.load through the sealed unpickler; every failure becomes a CheckpointError.
+
+    torch's own ``weights_only`` unpickler is not the first try: on a mangled file it lets ``struct.error``,
+    ``IndexError``, ``AssertionError`` or ``KeyError`` escape, and a deeply nested tuple key crashes the process.
+    The sealed unpickler refuses all of these with one of our two error classes.
+    """
     use_mmap = mmap and fmt == "torch-zip"
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True, mmap=use_mmap)
-    except pickle.UnpicklingError as first_error:
-        reason = first_error
-    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError) as exc:
-        raise CorruptCheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from exc
-    # weights_only refused a global (or the pickle is broken): the restricted unpickler tells which.
     module = restricted_pickle_module(path, allow_placeholders)
     try:
-        # weights_only=False is safe here: every global goes through the restricted module's allow-list.
+        # weights_only=False is safe here: every opcode and global goes through the sealed unpickler's rules.
         obj = torch.load(path, map_location=map_location, pickle_module=module, weights_only=False, mmap=use_mmap)
-    except UnsafeCheckpointError:
+    except (UnsafeCheckpointError, CorruptCheckpointError):
         raise
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, AttributeError, OSError) as exc:
-        raise CorruptCheckpointError(
-            f"cannot read checkpoint {path}: {type(exc).__name__}: {exc} (weights_only load said: {reason})"
-        ) from exc
+    except Exception as exc:  # noqa: BLE001 - torch's archive reader raises many types on damaged input
+        raise CorruptCheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from exc
     return placeholders_to_dicts(obj)
 
 
