@@ -6,8 +6,8 @@ straight-through estimator of the original: the gradient reaching ``M`` passes u
 ``G = dL/d(M*W)``: ``dS = G * W`` and ``dW = M * G + sign(W) * dS``.
 
 Unlike the original (which argsorts every matrix in every forward, training and eval alike), the mask is cached
-and recomputed only when the sparsity or a tensor the score depends on has changed (tracked with tensor version
-counters, which every in-place update such as an optimizer step bumps).
+and recomputed only when the sparsity or a tensor the score depends on has changed (U, V, A, B, R, C compared with
+a snapshot taken at the last recomputation; W0 by its version counter).
 """
 
 from __future__ import annotations
@@ -131,8 +131,10 @@ class SparseLinear(nn.Module):
         self.source_class: type[nn.Module] = nn.Linear
         self._mask: torch.Tensor | None = None
         self._mask_key: tuple | None = None
+        self._snapshot: tuple[torch.Tensor, ...] | None = None
+        self._mask_serial = 0  # bumped with every new mask; keys the eval-time weight cache
         self._frozen_weight: torch.Tensor | None = None  # masked effective weight, reused when no grad is needed
-        self._frozen_key: tuple | None = None
+        self._frozen_serial = -1
 
     @classmethod
     def from_module(cls, module: nn.Module, config: PSTConfig | None = None) -> SparseLinear:
@@ -164,25 +166,37 @@ class SparseLinear(nn.Module):
                                alpha=self.mask_alpha1)  # fmt: skip
         return self.effective_weight().abs() + low_rank
 
+    def _score_tensors(self) -> tuple[torch.Tensor, ...]:
+        return (self.weight_U, self.weight_V, self.mask_scores_A, self.mask_scores_B, self.mask_scores_R,
+                self.mask_scores_C)  # fmt: skip
+
     def _state_key(self) -> tuple:
-        tensors = (self.weight, self.weight_U, self.weight_V, self.mask_scores_A, self.mask_scores_B,
-                   self.mask_scores_R, self.mask_scores_C)  # fmt: skip
-        return (float(self.sparsity), *((t.data_ptr(), t._version) for t in tensors))
+        tensors = (self.weight, *self._score_tensors())
+        return (float(self.sparsity), self.weight._version, *(t.data_ptr() for t in tensors))
+
+    def _scores_changed(self) -> bool:
+        # Version counters are not enough: torch's fused AdamW updates parameters without bumping them. The PST
+        # tensors are small (about 3% of the weight), so comparing them with a snapshot is cheap and exact.
+        if self._snapshot is None:
+            return True
+        return not all(torch.equal(t, s) for t, s in zip(self._score_tensors(), self._snapshot))
 
     def mask(self) -> torch.Tensor:
         """The current 0/1 mask, recomputed only if the sparsity or the scores changed since the last call."""
         key = self._state_key()
-        if self._mask is None or key != self._mask_key:
+        if self._mask is None or key != self._mask_key or self._scores_changed():
             with torch.no_grad():
                 self._mask = topk_mask(self.importance_scores(), self.sparsity)
+                self._snapshot = tuple(t.detach().clone() for t in self._score_tensors())
             self._mask_key = key
+            self._mask_serial += 1
             self.mask_updates += 1
         return self._mask
 
     def invalidate_mask(self) -> None:
         """Force a recomputation at the next forward (after writing tensors through ``.data``, which no version
         counter sees)."""
-        self._mask = self._mask_key = self._frozen_weight = self._frozen_key = None
+        self._mask = self._mask_key = self._snapshot = self._frozen_weight = None
 
     def masked_weight(self) -> torch.Tensor:
         """``M * W`` without autograd: the weight a merged model carries."""
@@ -194,13 +208,12 @@ class SparseLinear(nn.Module):
         mask = self.mask()
         trains = torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters())
         if not trains:  # eval / generation: reuse M * W as long as nothing it depends on changed
-            key = self._mask_key
-            if self._frozen_weight is None or key != self._frozen_key:
+            if self._frozen_weight is None or self._frozen_serial != self._mask_serial:
                 self._frozen_weight = (self.effective_weight() * mask).detach()
-                self._frozen_key = key
+                self._frozen_serial = self._mask_serial
             bias = None if self.bias is None else self.bias.to(x.dtype)
             return F.linear(x, self._frozen_weight.to(x.dtype), bias)
-        self._frozen_weight = self._frozen_key = None  # training invalidates it anyway; free the memory
+        self._frozen_weight = None  # training invalidates it anyway; free the memory
         return _PSTLinear.apply(
             x, self.weight, self.bias, self.weight_U, self.weight_V, self.mask_scores_A, self.mask_scores_B,
             self.mask_scores_R, self.mask_scores_C, mask, self.weight_beta, self.mask_alpha1, self.mask_alpha2,
