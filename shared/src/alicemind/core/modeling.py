@@ -58,15 +58,22 @@ class PreTrainedModel(nn.Module):
         return state_dict
 
     # -- IO ---------------------------------------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` (tied weights stored once) into ``directory``."""
+    def save_pretrained(self, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` (tied weights stored once) into ``directory``.
+
+        The folder is assembled beside ``directory`` and renamed into place (:func:`alicemind.core.io.atomic_folder`):
+        an old folder is replaced whole, except its tokenizer files, which are kept. A folder holding files that
+        no save writes is refused unless ``overwrite=True``.
+        """
         from alicemind.core.checkpoint import save_safetensors
+        from alicemind.core.io import TOKENIZER_FILES, atomic_folder
 
         path = Path(directory)
-        path.mkdir(parents=True, exist_ok=True)
-        self.config.save_pretrained(path)
         tensors = {k: v.detach().cpu() for k, v in self.export_state_dict().items()}
-        save_safetensors(tensors, path / WEIGHTS_NAME, metadata={"format": "pt", "model_class": type(self).__name__})
+        with atomic_folder(path, keep=TOKENIZER_FILES, overwrite=overwrite) as staging:
+            self.config.save_pretrained(staging)
+            metadata = {"format": "pt", "model_class": type(self).__name__}
+            save_safetensors(tensors, staging / WEIGHTS_NAME, metadata=metadata)
         return path
 
     @classmethod

@@ -9,8 +9,13 @@ from pathlib import Path
 from alicemind.core.checkpoint import CheckpointError
 from alicemind.core.cli import CliError, add_recipe_arguments, apply_overrides, load_recipe, recipe_from_args
 from alicemind.core.cli.checkpoints import add_download_arguments, fetch_released
+from alicemind.core.cli.schema import Rule, register_recipe_rules
 
 PACKAGE = "palm"
+# Closed sets of PALM recipe values (types and ranges of the rest come from core's generic rules).
+register_recipe_rules(
+    PACKAGE, {"*.lang": Rule(str, choices=("zh", "en")), "optim.style": Rule(str, choices=(None, "presumm-noam"))}
+)
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -19,7 +24,7 @@ def _convert(args: argparse.Namespace) -> int:
     if not Path(args.src).exists():
         raise CliError(f"no checkpoint at {args.src}", prog="alicemind palm convert")
     try:
-        out = convert_checkpoint(args.src, args.dst)
+        out = convert_checkpoint(args.src, args.dst, overwrite=args.overwrite)
     except CheckpointError as err:
         raise CliError(str(err), prog="alicemind palm convert") from None
     model = load_model(out)
@@ -83,19 +88,27 @@ def _pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_lines(path: str) -> list[str]:
+def _read_lines(path: str, prog: str = "alicemind palm") -> list[str]:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"input file not found: {p}")
-    return [line.rstrip("\n") for line in p.read_text(encoding="utf-8").splitlines()]
+    try:
+        lines = [line.rstrip("\n") for line in p.read_text(encoding="utf-8").splitlines()]
+    except UnicodeDecodeError as err:
+        raise CliError(
+            f"{p} is not UTF-8 text ({err.reason} at byte {err.start}); convert it to UTF-8", prog=prog
+        ) from None
+    if not lines:
+        raise CliError(f"{p} is empty: expected one text per line", prog=prog)
+    return lines
 
 
 def _generate(args: argparse.Namespace) -> int:
     from alicemind.palm.runner import generate_texts, generation_config, load_model_and_tokenizer
 
     recipe = _recipe(args)
+    sources = _read_lines(args.input, "alicemind palm generate")  # before the (slow) model load
     model, tokenizer, _ = load_model_and_tokenizer(args.model, recipe.get("tokenizer"))
-    sources = _read_lines(args.input)
     outputs = generate_texts(model, tokenizer, sources, generation_config(model, recipe.get("generation")),
                              max_source_length=recipe["max_source_length"], batch_size=recipe["batch_size"],
                              progress=not args.no_progress)  # fmt: skip
@@ -110,7 +123,8 @@ def _generate(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from alicemind.palm.runner import evaluate_texts
 
-    predictions, references = _read_lines(args.predictions), _read_lines(args.references)
+    prog = "alicemind palm evaluate"
+    predictions, references = _read_lines(args.predictions, prog), _read_lines(args.references, prog)
     if len(predictions) != len(references):
         raise CliError(
             f"{len(predictions)} predictions but {len(references)} references", prog="alicemind palm evaluate"
@@ -122,7 +136,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _reproduce(args: argparse.Namespace) -> int:
     from alicemind.palm.runner import format_table, reproduce
 
-    recipe = apply_overrides(load_recipe(PACKAGE, args.recipe), args.overrides)
+    recipe = recipe_from_args(PACKAGE, args)
+    for task in (recipe.get("tasks") or {}).values():  # every task's overrides checked before the first trains
+        apply_overrides(load_recipe(PACKAGE, task["recipe"]), list(recipe.get("overrides") or []), package=PACKAGE)
     if not recipe.get("data_dir"):
         raise CliError("set data_dir=FOLDER (it must hold the task files listed in the recipe)", prog="alicemind palm")
     print(format_table(reproduce(recipe, only=args.tasks or ())))
@@ -137,6 +153,11 @@ def register(subparsers) -> None:
     p = verbs.add_parser("convert", help="convert a released PALM checkpoint (sofa Chinese folder, PALM EN pickle)")
     p.add_argument("src", help="sofa folder (palm_model.pt), model_palm_en_base.pt (or its folder), or ours")
     p.add_argument("dst", help="output folder (config.json + model.safetensors + tokenizer files)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace DST even if it holds files a model save does not write (a model folder is always replaced)",
+    )
     p.set_defaults(func=_convert)
 
     p = verbs.add_parser("download", help="download palm.ch.base / palm.en.base and convert it")
@@ -149,7 +170,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=_pretrain)
 
     p = verbs.add_parser("finetune", help="fine-tune on source<TAB>target pairs, then evaluate generation")
-    add_recipe_arguments(p)
+    add_recipe_arguments(p, example="finetune-dureader-qg")
     _add_run_flags(p)
     p.set_defaults(func=_finetune)
 

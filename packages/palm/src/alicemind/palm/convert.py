@@ -14,7 +14,6 @@ anything else is an error, so a layout change can never be loaded silently.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import shutil
@@ -25,7 +24,7 @@ from typing import Any
 import torch
 
 from alicemind.core.checkpoint import CheckpointMismatchError, load_checkpoint_object, load_state_dict_file
-from alicemind.core.config import CONFIG_NAME
+from alicemind.core.config import CONFIG_NAME, read_json_file
 from alicemind.core.modeling import WEIGHTS_NAME, LoadedCheckpoint
 from alicemind.palm.config import PalmConfig
 
@@ -208,7 +207,7 @@ def sofa_state_dict_to_ours(state_dict: Mapping[str, torch.Tensor]) -> dict[str,
 def read_sofa_folder(path: Path, **overrides: Any) -> LoadedCheckpoint:
     """Read sofa's Chinese PALM folder (``config.json`` + ``palm_model.pt`` [+ ``vocab.txt``])."""
     raw_sd = load_state_dict_file(path / SOFA_WEIGHTS_NAME)
-    raw_config = json.loads((path / CONFIG_NAME).read_text()) if (path / CONFIG_NAME).is_file() else {}
+    raw_config = read_json_file(path / CONFIG_NAME) if (path / CONFIG_NAME).is_file() else {}
     vocab = path / "vocab.txt"
     vocab_lines = sum(1 for _ in vocab.open(encoding="utf-8")) if vocab.is_file() else None
     config = PalmConfig.from_dict(sofa_config(raw_config, raw_sd, vocab_lines), **overrides)
@@ -286,7 +285,7 @@ def read_presumm_file(path: Path, **overrides: Any) -> LoadedCheckpoint:
     if not isinstance(opt, dict):
         raise CheckpointMismatchError(f"{path}: checkpoint['opt'] is a {type(opt).__name__}, expected a Namespace")
     encoder_json = path.parent / "roberta-base" / CONFIG_NAME
-    encoder_config = json.loads(encoder_json.read_text()) if encoder_json.is_file() else None
+    encoder_config = read_json_file(encoder_json) if encoder_json.is_file() else None
     if encoder_config is None:
         logger.warning("%s not found: encoder heads default to hidden_size // 64", encoder_json)
     config = PalmConfig.from_dict(presumm_config(opt, state_dict, encoder_config), **overrides)
@@ -359,15 +358,25 @@ def load_model(path: str | Path, **overrides: Any):
     return model
 
 
-def convert_checkpoint(src: str | Path, dst: str | Path) -> Path:
+def convert_checkpoint(src: str | Path, dst: str | Path, *, overwrite: bool = False) -> Path:
     """Convert a released PALM checkpoint to our folder (``config.json`` + ``model.safetensors``, tokenizer files
-    copied), loading it strictly on the way."""
+    copied), loading it strictly on the way.
+
+    ``dst`` is written as one atomic save (:func:`alicemind.core.io.save_folder`): an old folder there is replaced
+    whole, so none of its files (an old ``vocab.txt``) survive; a folder holding files no save writes is refused
+    before the checkpoint is read, unless ``overwrite``.
+    """
+    from alicemind.core.io import check_replaceable, save_folder
+
     src, dst = Path(src), Path(dst)
-    load_model(src).save_pretrained(dst)
+    check_replaceable(dst, overwrite=overwrite)
+    model = load_model(src)
     located, _ = locate_checkpoint(src)
     folder = located if located.is_dir() else located.parent
-    for candidate in (folder, folder / "roberta-base"):
-        for name in _TOKENIZER_FILES:
-            if (candidate / name).is_file() and not (dst / name).exists():
-                shutil.copyfile(candidate / name, dst / name)
+    with save_folder(dst, overwrite=overwrite) as staging:
+        model.save_pretrained(staging)
+        for candidate in (folder, folder / "roberta-base"):
+            for name in _TOKENIZER_FILES:
+                if (candidate / name).is_file() and not (staging / name).exists():
+                    shutil.copyfile(candidate / name, staging / name)
     return dst

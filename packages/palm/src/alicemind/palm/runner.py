@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from alicemind.core.cli import CliError
 from alicemind.core.generation import GenerationConfig, generate
+from alicemind.core.io import register_saved_files
 from alicemind.core.metrics import corpus_bleu, ngram_bleu, rouge
 from alicemind.core.tokenization import BaseTokenizer
 from alicemind.core.training import Trainer, TrainingConfig
@@ -25,6 +26,8 @@ from alicemind.palm.model import PalmForConditionalGeneration
 from alicemind.palm.tokenization import detokenize, load_tokenizer
 
 logger = logging.getLogger(__name__)
+# finetune writes these beside the model: a later save into that folder may replace them.
+register_saved_files("eval_predictions.txt", "eval_metrics.json")
 
 
 def resolve_checkpoint(spec: str | Path) -> Path:

@@ -9,6 +9,7 @@ from pathlib import Path
 from alicemind.core.checkpoint import CheckpointError
 from alicemind.core.cli import CliError
 from alicemind.core.cli.checkpoints import add_download_arguments, fetch_released
+from alicemind.core.cli.schema import Rule, register_recipe_rules
 
 MODEL_CLASSES = {
     "model": "StructBertModel",
@@ -18,6 +19,9 @@ MODEL_CLASSES = {
     "question-answering": "StructBertForQuestionAnswering",
     "multiple-choice": "StructBertForMultipleChoice",
 }
+
+# Closed sets of StructBERT recipe values (types and ranges of the rest come from core's generic rules).
+register_recipe_rules("structbert", {"data.whole_word_mask": Rule(str, choices=(None, "wordpiece", "jieba"))})
 
 # Extra verbs (pretrain, finetune, ...) are added by modules listed here, each exposing add_parser(subparsers).
 VERB_MODULES = ("alicemind.structbert.recipes_cli",)
@@ -30,32 +34,53 @@ def _model_class(kind: str):
 
 
 def _convert(args: argparse.Namespace) -> int:
+    from alicemind.core.config import read_json_file
+    from alicemind.core.io import check_replaceable, save_folder
+    from alicemind.structbert import StructBertConfig
+
+    prog = "alicemind structbert convert"
     src, dst = Path(args.src), Path(args.dst)
+    # Every input is checked before the (slow) weights are read, and nothing is written until all succeeded.
     if not src.exists():
-        raise CliError(f"no checkpoint at {src}")
+        raise CliError(f"no checkpoint at {src}", prog=prog)
+    if src.is_dir() and (src / "config.json").is_file():
+        read_json_file(src / "config.json")  # not JSON: one line naming the file and the position
     config = None
     if args.config:
         if not Path(args.config).is_file():
-            raise CliError(f"config file not found: {args.config}")
-        config = args.config
+            raise CliError(f"config file not found: {args.config}", prog=prog)
+        config = StructBertConfig.from_json_file(args.config)
     elif args.preset:
-        from alicemind.structbert import StructBertConfig
-
         config = StructBertConfig.from_preset(args.preset)
+    tokenizer = _vocab_tokenizer(args.vocab, prog) if args.vocab else None
+    check_replaceable(dst, overwrite=args.overwrite)
     kwargs = {"config": config} if config is not None else {}
     try:
         model = _model_class(args.model_class).from_pretrained(src, **kwargs)
     except CheckpointError as err:
-        raise CliError(str(err)) from None
-    model.save_pretrained(dst)
-    if args.vocab:
-        from alicemind.structbert.tokenization import StructBertTokenizer
-
-        StructBertTokenizer.from_pretrained(
-            Path(args.vocab).parent if Path(args.vocab).is_file() else args.vocab
-        ).save_pretrained(dst)
+        raise CliError(str(err), prog=prog) from None
+    # One save: the weights and the tokenizer appear together, and no file of an old folder survives.
+    with save_folder(dst, overwrite=args.overwrite) as staging:
+        model.save_pretrained(staging)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(staging)
     print(f"read {src} ({model.source_format} format, {model.num_parameters():,} parameters) -> wrote {dst}")
     return 0
+
+
+def _vocab_tokenizer(vocab: str, prog: str):
+    """The tokenizer of ``--vocab`` (a vocab.txt or a tokenizer folder), or a one-line error."""
+    from alicemind.structbert.tokenization import StructBertTokenizer
+
+    path = Path(vocab)
+    if path.is_file():
+        # Beside a tokenizer_config.json, the folder's settings (casing, specials) apply to the vocab too.
+        if (path.parent / "tokenizer_config.json").is_file():
+            return StructBertTokenizer.from_pretrained(path.parent)
+        return StructBertTokenizer.from_vocab_file(path)
+    if path.is_dir() and ((path / "vocab.txt").is_file() or (path / "tokenizer.json").is_file()):
+        return StructBertTokenizer.from_pretrained(path)
+    raise CliError(f"--vocab {vocab}: expected a vocab.txt file or a folder holding vocab.txt", prog=prog)
 
 
 def _download(args: argparse.Namespace) -> int:
@@ -102,6 +127,11 @@ def register(subparsers) -> None:
         help="which model (and so which heads) to read (default: the encoder alone)",
     )
     convert.add_argument("--vocab", help="vocab.txt (or its folder) to save beside the weights")
+    convert.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace DST even if it holds files a model save does not write (a model folder is always replaced)",
+    )
     convert.set_defaults(func=_convert)
 
     download = verbs.add_parser(

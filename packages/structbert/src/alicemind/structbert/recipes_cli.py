@@ -137,7 +137,7 @@ def add_parser(verbs) -> None:
         description="Examples: alicemind structbert finetune --recipe classify data_dir=mydata model=ckpt/ "
         "output_dir=runs/mine  |  alicemind structbert finetune --recipe glue-mnli data_dir=glue/MNLI model=ckpt/",
     )
-    add_recipe_arguments(finetune)
+    add_recipe_arguments(finetune, example="glue-mnli")
     finetune.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_run_flags(finetune)
     finetune.set_defaults(func=_finetune)

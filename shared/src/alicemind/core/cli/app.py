@@ -11,18 +11,34 @@ Name the entry point after the command it adds: ``alicemind NAME ...`` then load
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 
+from alicemind.core.checkpoint.errors import CheckpointError
 from alicemind.core.cli.errors import CliError
 from alicemind.core.cli.recipes import list_recipes
+from alicemind.core.config import ConfigError
 from alicemind.core.data import DataFormatError, UnknownTaskError
+from alicemind.core.hub.errors import HubError
 from alicemind.core.layers.embeddings import SequenceTooLongError
 from alicemind.core.version import __version__
 
 ENTRY_POINT_GROUP = "alicemind.cli"
+# Errors that are the user's or the environment's, not the code's: printed as one line with exit status 2.
+# OSError covers a missing file, a full disk, a read-only or forbidden folder and a refused model-folder overwrite.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    UnicodeDecodeError,
+    ConfigError,
+    CheckpointError,
+    HubError,
+    DataFormatError,
+    UnknownTaskError,
+    SequenceTooLongError,
+)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -30,6 +46,16 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise CliError(f"{message} (see '{self.prog} --help')", prog=self.prog)
+
+    def format_help(self) -> str:
+        """The usual help, plus the recipe keys and their defaults for a verb that takes ``--recipe``."""
+        text = super().format_help()
+        recipe = getattr(self, "_recipe_help", None)
+        if recipe is not None:
+            from alicemind.core.cli.recipes import recipe_help
+
+            text += "\n" + recipe_help(*recipe)
+        return text
 
 
 @dataclass
@@ -149,9 +175,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:  # --help and --version exit through argparse
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except CliError as e:
-        print(f"{e.prog}: error: {e}", file=sys.stderr)
+        print(f"{e.prog}: error: {_one_line(str(e))}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, DataFormatError, UnknownTaskError, SequenceTooLongError) as e:
-        # The library's data errors already say what is wrong and where; a traceback adds nothing for a user.
-        print(f"alicemind: error: {e}", file=sys.stderr)
+    except USER_ERRORS as e:
+        # These say what is wrong and where (a bad file, config or checkpoint, a full disk, no network access);
+        # a traceback adds nothing for a user. Anything else is a bug and keeps its traceback.
+        print(f"alicemind: error: {describe_user_error(e)}", file=sys.stderr)
         return 2
+
+
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in text.strip().splitlines() if part.strip())
+
+
+def describe_user_error(err: BaseException) -> str:
+    """One line for an error of :data:`USER_ERRORS`: the OS's reason with the path, a file not being UTF-8..."""
+    if isinstance(err, UnicodeDecodeError):
+        return f"input is not UTF-8 text ({err.reason} at byte {err.start}); convert the file to UTF-8"
+    if isinstance(err, OSError) and err.strerror and err.filename is not None:
+        text = f"{err.filename}: {err.strerror}"
+        if isinstance(err, PermissionError) or err.errno in (errno.EROFS, errno.EACCES):
+            text += " (choose a folder you can write to)"
+        elif err.errno in (errno.ENOSPC, errno.EDQUOT):
+            text += " (free some space or write elsewhere)"
+        return text
+    message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+    return _one_line(str(message)) or type(err).__name__

@@ -95,10 +95,14 @@ def _unknown(key: str, cfg: Mapping[str, Any]) -> RecipeError:
     return RecipeError(f"unknown recipe key {key!r}{hint} (write +{key}=VALUE to add a new key)")
 
 
-def apply_overrides(cfg: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+def apply_overrides(
+    cfg: Mapping[str, Any], overrides: Iterable[str], *, validate: bool = True, package: str | None = None
+) -> dict[str, Any]:
     """Return a copy of ``cfg`` with ``a.b=value`` overrides applied (values parsed as YAML).
 
     An unknown key raises RecipeError naming it and the closest existing keys; prefix it with ``+`` to add it.
+    With ``validate`` (the default) the result is checked by :func:`alicemind.core.cli.schema.validate_recipe`,
+    the types of ``cfg``'s own values standing for the types of their keys.
     """
     result = copy.deepcopy(dict(cfg))
     for item in overrides:
@@ -124,17 +128,53 @@ def apply_overrides(cfg: Mapping[str, Any], overrides: Iterable[str]) -> dict[st
         if isinstance(node.get(last), dict) and not isinstance(value, dict):
             raise RecipeError(f"recipe key {key!r} is a section; override its keys (e.g. {key}.NAME=VALUE)")
         node[last] = value
+    if validate:
+        from alicemind.core.cli.schema import validate_recipe
+
+        result = validate_recipe(result, base=cfg, package=package)
     return result
 
 
-def add_recipe_arguments(parser: argparse.ArgumentParser, *, default: str | None = None) -> None:
-    """Add ``--recipe NAME`` and trailing ``KEY=VALUE`` overrides to a family's sub-command."""
+def add_recipe_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    default: str | None = None,
+    package: str | None = None,
+    example: str | None = None,
+) -> None:
+    """Add ``--recipe NAME`` and trailing ``KEY=VALUE`` overrides to a family's sub-command.
+
+    The verb's ``--help`` then lists the keys of recipe ``default`` (else ``example``) with their values; the
+    family ``package`` defaults to the second word of the parser's ``prog`` (``alicemind structbert finetune``).
+    """
     parser.add_argument(
         "--recipe", default=default, required=default is None, help="recipe name (see 'alicemind list') or a YAML path"
     )
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override recipe values, e.g. optim.lr=2e-5")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="override recipe values, e.g. training.lr=2e-5"
+    )
+    words = parser.prog.split()
+    family = package or (words[1] if len(words) > 1 and words[0] == "alicemind" else None)
+    if family:
+        parser._recipe_help = (family, default or example)  # read by ArgumentParser.format_help, lazily
+
+
+def recipe_help(package: str, name: str | None) -> str:
+    """The text a recipe verb's ``--help`` ends with: the recipes available and the keys of ``name``."""
+    from alicemind.core.cli.schema import recipe_keys_help
+
+    try:
+        names = list_recipes(package)
+    except CliError:
+        return ""
+    lines = [f"recipes: {', '.join(names) or '-'}"]
+    if name and name in names:
+        keys = recipe_keys_help(load_recipe(package, name))
+        lines += ["", f"recipe keys (KEY=VALUE overrides), with the values of recipe {name!r}:"]
+        lines += [f"  {line}" for line in keys]
+    return "\n".join(lines) + "\n"
 
 
 def recipe_from_args(package: str, args: argparse.Namespace) -> dict[str, Any]:
-    """The recipe selected by :func:`add_recipe_arguments` with its overrides applied."""
-    return apply_overrides(load_recipe(package, args.recipe), args.overrides)
+    """The recipe selected by :func:`add_recipe_arguments` with its overrides applied and every value validated."""
+    return apply_overrides(load_recipe(package, args.recipe), args.overrides, package=package)

@@ -305,10 +305,20 @@ class BaseTokenizer(abc.ABC):
         return BatchEncoding(fields)
 
     # ----- files --------------------------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | Path) -> list[Path]:
-        """Write the vocabulary files and tokenizer_config.json into `directory`; returns the paths written."""
+    def save_pretrained(self, directory: str | Path, *, overwrite: bool = False) -> list[Path]:
+        """Write the vocabulary files and tokenizer_config.json into `directory`; returns the paths written.
+
+        Atomic (see `alicemind.core.io.atomic_folder`): an old folder's tokenizer files are all replaced, its model
+        files kept; a folder holding files no save writes is refused unless `overwrite=True`.
+        """
+        from alicemind.core.io import MODEL_FILES, atomic_folder
+
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        with atomic_folder(directory, keep=MODEL_FILES, overwrite=overwrite) as staging:
+            written = self._save_pretrained_files(staging)
+        return [directory / p.name for p in written]
+
+    def _save_pretrained_files(self, directory: Path) -> list[Path]:
         written = self._save_files(directory)
         config = {
             "tokenizer_class": self.hf_tokenizer_class,
