@@ -46,6 +46,9 @@ BEAM_CASES = [  # (toy seed, config overrides)
     # Here a live beam overtakes a finished one after the row already holds num_beams hypotheses: only the exact
     # bound of early_stopping=False (not "stop when its current score cannot win") finds it.
     (6, dict(num_beams=3, length_penalty=2.0, length_penalty_style="plain", early_stopping=False, max_new_tokens=16)),
+    # PreSumm's / PALM's rule: a row stops when its top candidate is EOS.
+    (5, dict(num_beams=3, length_penalty=2.0, beam_stopping="top_beam")),
+    (0, dict(num_beams=4, length_penalty=0.6, beam_stopping="top_beam", min_length=2, no_repeat_ngram_size=2)),
 ]
 
 
@@ -165,3 +168,29 @@ def test_several_eos_ids_and_length_limit() -> None:
     for tokens, n in zip(out.sequences.tolist(), out.lengths.tolist()):
         assert 1 <= n <= 6
         assert not {2, 7} & set(tokens[1:n]) and (tokens[n] in (2, 7) or n == 6)
+
+
+def test_top_beam_stopping_changes_when_a_row_stops() -> None:
+    """``beam_stopping="top_beam"`` (PALM/models/predictor.py, _fast_translate_batch: "End condition is top beam is
+    finished") stops a row at the first step whose best candidate is EOS, whatever else is finished, and returns
+    the best finished hypothesis so far; the default waits for ``num_beams`` finished hypotheses."""
+    settings = dict(num_beams=3, length_penalty=2.0)
+    runs = {}
+    for rule in ("num_beams", "top_beam"):
+        for source in ([3, 4, 5, 6, 7, 8], [5]):
+            model = toy.ToySeq2Seq(seed=5)
+            out = generate(
+                model, torch.tensor([source]), torch.ones(1, len(source)), _config(beam_stopping=rule, **settings)
+            )
+            runs[rule, source[0]] = (len(model.decode_batch_sizes), _rows(out)[0])
+    # Source 1: the top candidate is EOS at step 4, so top_beam stops there with a shorter, worse output; the
+    # default keeps searching and finds a better-scored hypothesis by step 11.
+    assert runs["top_beam", 3] == (4, [START, 8, 0, EOS])
+    assert runs["num_beams", 3] == (11, [START, 8, 8, 9, 10, 11, 10, 10, 7, 0, 0, EOS])
+    # Source 2: three hypotheses are finished at step 9 (the default stops) but the top candidate never is EOS,
+    # so top_beam runs to the length limit, where a live beam without EOS wins.
+    assert runs["num_beams", 5] == (9, [START, 8, 7, 9, 10, 10, 10, 10, 7, EOS])
+    assert runs["top_beam", 5] == (12, [START, 8, 7, 9, 10, 10, 10, 10, 7, 7, 7, 7, 7])
+    with pytest.raises(ValueError, match="beam_stopping must be"):
+        _config(beam_stopping="first")
+    assert GenerationConfig.from_dict(_config(beam_stopping="top_beam").to_dict()).beam_stopping == "top_beam"

@@ -164,7 +164,8 @@ def banned_by_ngram(tokens: list[int], n: int) -> set[int]:
 def reference_beam(model: ToySeq2Seq, src: Tensor, start: int, config, max_new: int) -> list[tuple[float, list[int]]]:
     """Beam search with plain lists: every live hypothesis is re-run from scratch and expanded over the whole
     vocabulary; all candidates are sorted; EOS among the first ``num_beams`` finishes, the first ``num_beams``
-    non-EOS survive. Stopping follows ``GenerationConfig.early_stopping``. Returns (score, tokens) best first."""
+    non-EOS survive. Stopping follows ``GenerationConfig.early_stopping``, or with ``beam_stopping="top_beam"``
+    the first step whose top candidate is EOS. Returns (score, tokens) best first."""
     beams, eos = config.num_beams, config.eos_token_id
     mask = torch.ones(1, src.numel(), dtype=torch.long)
 
@@ -189,7 +190,10 @@ def reference_beam(model: ToySeq2Seq, src: Tensor, start: int, config, max_new: 
         if step == max_new - 1:
             finished += [(s / lp(step + 1), t) for s, t in live if s > -math.inf]
         finished = sorted(finished, key=lambda c: -c[0])[:beams]
-        if len(finished) == beams:
+        if getattr(config, "beam_stopping", "num_beams") == "top_beam":
+            if candidates[0][1][-1] == eos and candidates[0][0] > -math.inf:
+                break
+        elif len(finished) == beams:
             if config.early_stopping:
                 break
             bound = max(s for s, _ in live) / max(lp(step + 2), lp(max_new))

@@ -49,7 +49,14 @@ def ours(files) -> ByteLevelBPETokenizer:
 def hf(files):
     # roberta-base's own tokenizer.json gives <mask> lstrip=True; built from raw files HF needs telling.
     mask = AddedToken("<mask>", lstrip=True, rstrip=False, normalized=False, special=True)
-    return transformers.RobertaTokenizerFast.from_pretrained(str(files), mask_token=mask)
+    # split_special_tokens=True: our default keeps "<mask>" etc. in the text as text; transformers' default
+    # matches them (compared in test_split_special_tokens_false_matches_hf_default).
+    return transformers.RobertaTokenizerFast.from_pretrained(str(files), mask_token=mask, split_special_tokens=True)
+
+
+@pytest.fixture(scope="module")
+def parsing(files) -> ByteLevelBPETokenizer:
+    return ByteLevelBPETokenizer.from_files(files / "vocab.json", files / "merges.txt", split_special_tokens=False)
 
 
 def _hf(hf, *args, **kwargs) -> dict:
@@ -71,9 +78,27 @@ def test_single_texts_match_hf(ours, hf):
         assert ours.decode(ids, skip_special_tokens=False) == hf.decode(ids, skip_special_tokens=False)
 
 
-def test_mask_swallows_the_space_before_it(ours):
-    ids = ours.encode("The quick <mask> fox", add_special_tokens=False)
-    assert ids[ids.index(ours.mask_token_id) - 1] != ours.convert_tokens_to_ids("Ġ")
+def test_mask_swallows_the_space_before_it(parsing):
+    ids = parsing.encode("The quick <mask> fox", add_special_tokens=False)
+    assert ids[ids.index(parsing.mask_token_id) - 1] != parsing.convert_tokens_to_ids("Ġ")
+
+
+def test_special_token_text_stays_text_by_default(ours, parsing):
+    text = "a <mask> b </s><s> c <pad><unk>"
+    assert ours.split_special_tokens and not parsing.split_special_tokens
+    ids = ours.encode(text, add_special_tokens=False)
+    assert not set(ids) & set(ours.all_special_ids)
+    assert ours.decode(ids) == text  # byte-level BPE round-trips the literal text
+    assert ours.tokenize("<mask>") == ["<", "m", "a", "s", "k", ">"]  # the tiny vocab has no "mask" merge
+    assert parsing.encode(text, add_special_tokens=False).count(parsing.mask_token_id) == 1
+
+
+def test_split_special_tokens_false_matches_hf_default(files, parsing):
+    mask = AddedToken("<mask>", lstrip=True, rstrip=False, normalized=False, special=True)
+    hf_default = transformers.RobertaTokenizerFast.from_pretrained(str(files), mask_token=mask)
+    for text in TEXTS:
+        assert dict(parsing(text, return_offsets_mapping=True)) == _hf(hf_default, text, return_offsets_mapping=True)
+        assert parsing.tokenize(text) == hf_default.tokenize(text)
 
 
 def test_pairs_batches_padding_and_truncation_match_hf(ours, hf):

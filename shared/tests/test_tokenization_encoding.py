@@ -108,8 +108,14 @@ def test_errors_are_explicit(tok):
 def test_add_tokens(tok):
     fresh = WordPieceTokenizer.from_vocab({t: i for i, t in enumerate(VOCAB)})
     assert fresh.add_tokens(["<e1>"], special_tokens=True) == 1 and len(fresh) == len(VOCAB) + 1
-    assert fresh.tokenize("the <e1> cat") == ["the", "<e1>", "cat"]
     assert fresh.vocab_size == len(VOCAB) and "<e1>" in fresh.additional_special_tokens
+    # Special tokens, added ones included, are matched in text only with split_special_tokens=False.
+    assert fresh.tokenize("the <e1> cat") == ["the", "[UNK]", "[UNK]", "[UNK]", "cat"]
+    fresh.split_special_tokens = False
+    assert fresh.tokenize("the <e1> cat") == ["the", "<e1>", "cat"]
+    # Ordinary added tokens are always matched.
+    plain = WordPieceTokenizer.from_vocab({t: i for i, t in enumerate(VOCAB)})
+    assert plain.add_tokens(["<e2>"]) == 1 and plain.tokenize("the <e2> cat") == ["the", "<e2>", "cat"]
     assert fresh.add_tokens(["cat"]) == 0
 
 

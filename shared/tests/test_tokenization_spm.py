@@ -72,32 +72,43 @@ def test_fairseq_id_layout(ours, processor):
     assert ours.get_vocab()["<mask>"] == n + 1 and len(ours.get_vocab()) == n + 2
 
 
-def test_mask_in_text_is_one_token(ours):
-    ids = ours.encode("Über den <mask> fox!", add_special_tokens=False)
-    assert ids.count(ours.mask_token_id) == 1
+def test_mask_in_text_is_text_by_default_and_one_token_with_the_option(ours, processor, model_dir):
+    text = "Über den <mask> fox!</s>"
+    ids = ours.encode(text, add_special_tokens=False)
+    assert ours.split_special_tokens and not {ours.mask_token_id, ours.eos_token_id} & set(ids)
+    # As fairseq's spm pipeline: the whole text goes to SentencePiece (unknown pieces become <unk>).
+    assert ids == [3 if i == processor.unk_id() else i + 1 for i in processor.encode(text)]
+    parsing = SentencePieceTokenizer(model_dir / "sentencepiece.bpe.model", split_special_tokens=False)
+    ids = parsing.encode(text, add_special_tokens=False)
+    assert ids.count(parsing.mask_token_id) == 1 and ids[-1] == parsing.eos_token_id
 
 
 def test_matches_hf_xlm_roberta(ours, model_dir):
     transformers = pytest.importorskip("transformers")
     hf = transformers.XLMRobertaTokenizer.from_pretrained(str(model_dir))
-    assert len(hf) == len(ours)
+    # transformers matches "<mask>" in the text (its split_special_tokens=True does not change that for this
+    # class); our default keeps it as text, so the texts holding it are compared with split_special_tokens=False.
+    parsing = SentencePieceTokenizer(model_dir / "sentencepiece.bpe.model", split_special_tokens=False)
     for text in TEXTS:
+        assert dict(parsing(text, return_offsets_mapping=True)) == dict(hf(text, return_offsets_mapping=True).items())
+    assert len(hf) == len(ours)
+    for text in [t for t in TEXTS if "<mask>" not in t]:
         for pair in (None, "the second text"):
             want = dict(hf(text, pair, return_offsets_mapping=True).items())
             assert dict(ours(text, pair, return_offsets_mapping=True)) == want, (text, pair)
         ids = hf.encode(text)
         assert ours.decode(ids) == hf.decode(ids, skip_special_tokens=True)
         assert ours.decode(ids, skip_special_tokens=False) == hf.decode(ids, skip_special_tokens=False)
-    assert dict(ours(TEXTS, padding=True)) == dict(hf(TEXTS, padding=True).items())
+    assert dict(parsing(TEXTS, padding=True)) == dict(hf(TEXTS, padding=True).items())
     for strategy in ("longest_first", "only_first", "only_second"):
         for max_length in (10, 16):
             try:
                 want = dict(hf(TEXTS[:2], TEXTS[1:3], truncation=strategy, max_length=max_length).items())
             except Exception:  # HF refuses this truncation (its error type varies by version); we must refuse too
                 with pytest.raises(ValueError, match="must remove"):
-                    ours(TEXTS[:2], TEXTS[1:3], truncation=strategy, max_length=max_length)
+                    parsing(TEXTS[:2], TEXTS[1:3], truncation=strategy, max_length=max_length)
                 continue
-            assert dict(ours(TEXTS[:2], TEXTS[1:3], truncation=strategy, max_length=max_length)) == want
+            assert dict(parsing(TEXTS[:2], TEXTS[1:3], truncation=strategy, max_length=max_length)) == want
 
 
 def test_decode_round_trip(ours):

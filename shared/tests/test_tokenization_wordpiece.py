@@ -43,7 +43,7 @@ SENTENCES = [
     "He scored 100% on the test (the 1st time) & celebrated!",
     "Question: what is the capital of France? Answer: Paris.",
     "unaffable unbelievably tokenization preprocessing",
-    "[MASK] tokens in text stay whole: the [MASK] sat on the mat.",
+    "[MASK] and [SEP] in text are ordinary text by default: the [MASK] sat on the mat. [CLS][PAD] [UNK]",
     "",
 ]
 PAIRS = [
@@ -63,7 +63,11 @@ def ours() -> WordPieceTokenizer:
 def hf():
     from transformers.models.bert.tokenization_bert import load_vocab
 
-    return transformers.BertTokenizerFast(vocab=load_vocab(str(MODEL_DIR / "vocab.txt")), do_lower_case=True)
+    # split_special_tokens=True: transformers matches "[SEP]" etc. in the text by default, our default (like the
+    # original Google BERT tokenizer) keeps such text as text; the parity is with HF's option for that behaviour.
+    return transformers.BertTokenizerFast(
+        vocab=load_vocab(str(MODEL_DIR / "vocab.txt")), do_lower_case=True, split_special_tokens=True
+    )
 
 
 def _hf(hf, *args, **kwargs) -> dict:
@@ -237,3 +241,76 @@ def test_input_errors(ours, tmp_path):
     (tmp_path / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\nhello\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"'\[MASK\]' \(mask\) is not in the vocabulary"):
         WordPieceTokenizer.from_vocab_file(tmp_path / "vocab.txt")
+
+
+def _original_bert_tokenize(text: str, vocab: dict[str, int]) -> list[str]:
+    """Google BERT's uncased BasicTokenizer + WordpieceTokenizer (as in StructBERT/tokenization.py), re-stated
+    for ASCII text: lower-case, split on whitespace, split off every punctuation character, then greedy
+    longest-match WordPiece. It has no notion of special tokens in text."""
+    words = []
+    for word in text.lower().split():
+        current = ""
+        for char in word:
+            if not char.isalnum():
+                words += [current, char] if current else [char]
+                current = ""
+            else:
+                current += char
+        if current:
+            words.append(current)
+    pieces = []
+    for word in words:
+        start, sub = 0, []
+        while start < len(word):
+            end = len(word)
+            while end > start and (("##" if start else "") + word[start:end]) not in vocab:
+                end -= 1
+            if end == start:
+                sub = ["[UNK]"]
+                break
+            sub.append(("##" if start else "") + word[start:end])
+            start = end
+        pieces += sub
+    return pieces
+
+
+SPECIAL_TEXT = [
+    "[SEP]",
+    "question [SEP] context [SEP] more",
+    "[CLS]x [MASK] [PAD][UNK] y",
+    "a [sep] lower-case one and a [SEP]-glued one",
+]
+
+
+def test_special_token_text_stays_text_by_default(ours):
+    vocab = ours.get_vocab()
+    assert ours.split_special_tokens is True
+    assert ours.tokenize("[SEP]") == ["[", "sep", "]"]
+    for text in SPECIAL_TEXT:
+        assert ours.tokenize(text) == _original_bert_tokenize(text, vocab), text
+        ids = ours.encode(text)
+        # The template's [CLS] ... [SEP] are the only special ids: the text cannot inject structure.
+        assert [i for i in ids if i in ours.all_special_ids] == [ours.cls_token_id, ours.sep_token_id], text
+    assert ours("a", "[SEP] b")["token_type_ids"] == [0, 0, 0] + [1] * 5
+
+
+def test_split_special_tokens_false_matches_special_text(ours, tmp_path):
+    from transformers.models.bert.tokenization_bert import load_vocab
+
+    parsing = WordPieceTokenizer.from_vocab_file(MODEL_DIR / "vocab.txt", split_special_tokens=False)
+    assert parsing.tokenize("question [SEP] context") == ["question", "[SEP]", "context"]
+    hf_default = transformers.BertTokenizerFast(vocab=load_vocab(str(MODEL_DIR / "vocab.txt")), do_lower_case=True)
+    for text in [*SPECIAL_TEXT, SENTENCES[-2]]:
+        assert dict(parsing(text, return_offsets_mapping=True)) == _hf(hf_default, text, return_offsets_mapping=True)
+    # The flag is saved (tokenizer_config.json, Hugging Face's key) and read back, by us and by transformers.
+    parsing.save_pretrained(tmp_path / "parsing")
+    ours.save_pretrained(tmp_path / "default")
+    for name, flag in (("parsing", False), ("default", True)):
+        assert json.loads((tmp_path / name / "tokenizer_config.json").read_text())["split_special_tokens"] is flag
+        loaded = BaseTokenizer.from_pretrained(tmp_path / name)
+        assert loaded.split_special_tokens is flag
+        hf_loaded = transformers.AutoTokenizer.from_pretrained(tmp_path / name)
+        assert hf_loaded(SPECIAL_TEXT)["input_ids"] == loaded(SPECIAL_TEXT)["input_ids"]
+    # And it can be switched on a live tokenizer.
+    parsing.split_special_tokens = True
+    assert parsing.tokenize("[SEP]") == ["[", "sep", "]"]

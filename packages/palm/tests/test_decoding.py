@@ -222,3 +222,80 @@ def test_too_many_new_tokens_are_refused_before_any_work(arch, make_model, make_
     monkeypatch.setattr(model, "encode", lambda *a, **k: pytest.fail("encoded despite an impossible length"))
     with pytest.raises(SequenceTooLongError, match=f"needs {limit + 1} positions; the model's decoder has {limit}"):
         generate(model, ids, mask, _config(model, max_new_tokens=limit))
+
+
+# ---- fidelity with the original code: decode clean-up, special-token text, beam stopping ---------------------
+
+
+@pytest.fixture(scope="module")
+def english_tokenizer(tmp_path_factory):
+    from tokenizers import ByteLevelBPETokenizer as BpeTrainer
+
+    from alicemind.palm.tokenization import PalmEnglishTokenizer
+
+    corpus = ["Hello , world . It 's fine , is n't it ? I do not know ! We 're sure , I 'm told ; they 've gone ."] * 50
+    folder = tmp_path_factory.mktemp("palm-bpe")
+    trainer = BpeTrainer()
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    trainer.train_from_iterator(corpus, vocab_size=300, min_frequency=2, special_tokens=specials, show_progress=False)
+    trainer.save_model(str(folder))
+    return PalmEnglishTokenizer.from_files(folder / "vocab.json", folder / "merges.txt")
+
+
+def test_english_decode_cleans_up_spaces_like_the_original(english_tokenizer):
+    # transformers 2.1's clean_up_tokenization, which PALM's predictor gets from RobertaTokenizer.decode.
+    tok = english_tokenizer
+    raw = "Hello , world . It 's fine , is n't it ? I do not know ! We 're sure , I 'm told ; they 've gone ' ok ' ."
+    ids = tok.encode(raw)
+    assert tok.decode(ids, clean_up_tokenization_spaces=False) == raw
+    # The rules run in the original's order: " ." goes first, so "' ." keeps the space before the quote.
+    cleaned = "Hello, world. It's fine, isn't it? I don't know! We're sure, I'm told ; they've gone'ok '."
+    assert tok.decode(ids) == cleaned
+    assert tok.batch_decode([ids, tok.encode("a , b")]) == [cleaned, "a, b"]
+    assert tok.batch_decode([ids], clean_up_tokenization_spaces=False) == [raw]
+
+
+def test_palm_tokenizers_match_special_token_text_like_the_original(english_tokenizer, tmp_path):
+    from alicemind.palm.tokenization import PalmChineseTokenizer, PalmEnglishTokenizer, load_tokenizer
+
+    # transformers 2.1 (PALM EN) and sofa's HF BertTokenizer (PALM ZH) both match special tokens in the text:
+    # sofa's DuReader data is "answer[SEP]context".
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[", "]", "s", "##e", "##p", *"答案文章"]
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    zh = PalmChineseTokenizer.from_vocab_file(tmp_path / "vocab.txt")
+    assert zh.split_special_tokens is False
+    assert zh.tokenize("答案[SEP]文章") == ["答", "案", "[SEP]", "文", "章"]
+    as_text = PalmChineseTokenizer.from_vocab_file(tmp_path / "vocab.txt", split_special_tokens=True)
+    assert as_text.tokenize("答[SEP]") == ["答", "[", "s", "##e", "##p", "]"]
+    en = english_tokenizer
+    assert en.split_special_tokens is False
+    assert en.encode("It <mask> fine", add_special_tokens=False).count(en.mask_token_id) == 1
+    # A generic RoBERTa / BERT folder loads as PALM's class, so these defaults and the clean-up apply.
+    from alicemind.core.tokenization import ByteLevelBPETokenizer, WordPieceTokenizer
+
+    generic_en = ByteLevelBPETokenizer.from_vocab_and_merges(
+        en.backend.get_vocab(with_added_tokens=False), [tuple(m.split()) for m in _merges(en)]
+    )
+    generic_en.save_pretrained(tmp_path / "en")
+    WordPieceTokenizer.from_vocab_file(tmp_path / "vocab.txt").save_pretrained(tmp_path / "zh")
+    assert type(load_tokenizer(tmp_path / "en")) is PalmEnglishTokenizer
+    assert type(load_tokenizer(tmp_path / "zh")) is PalmChineseTokenizer
+
+
+def _merges(tok) -> list[str]:
+    import json
+
+    return [" ".join(m) if isinstance(m, list) else m for m in json.loads(tok.backend.to_str())["model"]["merges"]]
+
+
+def test_recipes_stop_beams_as_the_original():
+    from alicemind.core.cli import list_recipes, load_recipe
+
+    # The recipes that restate the original PALM / sofa runs.
+    names = [name for name in list_recipes("palm") if name == "generate" or name.startswith("finetune-")]
+    with_generation = [name for name in names if "generation" in load_recipe("palm", name)]
+    assert {"generate", "finetune-cnndm", "finetune-lcsts", "finetune-dureader-qg"} <= set(with_generation)
+    for name in with_generation:
+        config = GenerationConfig.from_dict(load_recipe("palm", name)["generation"])
+        assert config.beam_stopping == "top_beam", name  # PreSumm/PALM and sofa: a source ends with its top beam
+    assert GenerationConfig().beam_stopping == "num_beams"  # core's own default is unchanged

@@ -60,14 +60,26 @@ def test_chinese_text_is_split_char_by_char(chinese):
     assert chinese.decode(chinese.encode("我喜欢北京")) == "我 喜 欢 北 京"
 
 
-def test_dialog_tokens_stay_whole(chinese, vocab_file):
+def test_special_token_text_is_text_by_default(chinese):
+    # As the original FullTokenizer (StructBERT/tokenization.py: BasicTokenizer splits "[", "sep", "]" like any
+    # punctuation and word), "[SEP]", "[MASK]" and the dialog tokens in user text are ordinary text; here
+    # "[", "]", "sep" and "slr" are not in the synthetic vocab, so each becomes [UNK].
+    assert chinese.split_special_tokens is True
+    assert chinese.tokenize("[SLR]你好[SEP]") == ["[UNK]"] * 3 + ["你", "好"] + ["[UNK]"] * 3
+    ids = chinese.encode("[SEP]你[MASK][CLS][PAD][BYR]")
+    assert ids[0] == 101 and ids[-1] == 102 and not {98, 99, 101, 102, 103, 0} & set(ids[1:-1])
+
+
+def test_dialog_tokens_stay_whole_with_split_special_tokens_false(vocab_file):
+    chinese = StructBertTokenizer.chinese(vocab_file, split_special_tokens=False)
     text = "[SLR]你好吗？[BYR]很好，谢谢"
     assert chinese.tokenize(text) == ["[SLR]", *"你好吗？", "[BYR]", *"很好，谢谢"]
     ids = chinese.encode(text)
     assert ids[:2] == [101, 98] and 99 in ids
     assert chinese.tokenize("[BYR][SLR]") == ["[BYR]", "[SLR]"]
-    # A plain WordPiece tokenizer over the same vocab splits them into "[", "slr", "]" (all unknown here).
-    plain = WordPieceTokenizer.from_vocab_file(vocab_file)
+    assert chinese.tokenize("你[SEP]好") == ["你", "[SEP]", "好"]
+    # A plain WordPiece tokenizer over the same vocab does not know the dialog tokens: it splits them.
+    plain = WordPieceTokenizer.from_vocab_file(vocab_file, split_special_tokens=False)
     assert plain.tokenize("[SLR]") == ["[UNK]"] * 3 and 98 not in plain.encode(text)
     # Dialog tokens are special: skipped when decoding.
     assert chinese.decode(chinese.encode("[SLR]你好")) == "你 好"
@@ -78,11 +90,16 @@ def test_matches_hf_bert_on_the_chinese_vocab(chinese, vocab_file):
     transformers = pytest.importorskip("transformers")
     from transformers.models.bert.tokenization_bert import load_vocab
 
-    hf = transformers.BertTokenizerFast(vocab=load_vocab(str(vocab_file)), additional_special_tokens=["[SLR]", "[BYR]"])
     texts = ["我喜欢北京天安门，iPhone手机很好用！", "[SLR]你好吗？[BYR]很好", "Hello worlds 123 中国人"]
-    got = chinese(texts, texts[::-1], padding=True, truncation=True, max_length=20, return_offsets_mapping=True)
-    want = hf(texts, texts[::-1], padding=True, truncation=True, max_length=20, return_offsets_mapping=True)
-    assert dict(got) == dict(want.items())
+    kwargs = dict(padding=True, truncation=True, max_length=20, return_offsets_mapping=True)
+    # transformers matches special-token text by default; our default keeps it as text, which is HF's
+    # split_special_tokens=True. Our split_special_tokens=False is HF's default.
+    parsing = StructBertTokenizer.chinese(vocab_file, split_special_tokens=False)
+    for ours, split in ((chinese, True), (parsing, False)):
+        hf = transformers.BertTokenizerFast(
+            vocab=load_vocab(str(vocab_file)), additional_special_tokens=["[SLR]", "[BYR]"], split_special_tokens=split
+        )
+        assert dict(ours(texts, texts[::-1], **kwargs)) == dict(hf(texts, texts[::-1], **kwargs).items()), split
 
 
 def test_save_load_round_trips(chinese, tmp_path):

@@ -14,13 +14,18 @@ if TYPE_CHECKING:  # typing.Self is Python 3.11+; annotations are strings here
     from typing import Self
 
 # The released Chinese vocab (Google bert-base-chinese) replaces [unused98]/[unused99] with seller/buyer markers
-# used by `--add_dialog_token`; they must never be split into "[", "slr", "]".
+# used by `--add_dialog_token`. They are registered as special tokens (ids, skipped when decoding); like "[SEP]",
+# their text in the input is matched only with `split_special_tokens=False`: the original FullTokenizer
+# (StructBERT/tokenization.py) matches no special token in text, so by default "[SLR]" is "[", "slr", "]".
 DIALOG_TOKENS = ("[SLR]", "[BYR]")
 
 
 class StructBertTokenizer(WordPieceTokenizer):
     """WordPiece tokenizer for StructBERT (English uncased 30522, Chinese 21128): `[CLS] A [SEP] B [SEP]`,
-    Chinese characters one per token, `[SLR]`/`[BYR]` registered as special tokens when the vocab has them."""
+    Chinese characters one per token, `[SLR]`/`[BYR]` registered as special tokens when the vocab has them.
+
+    Special-token text in the input ("[SEP]", "[MASK]", "[SLR]", ...) is ordinary text by default, as in the
+    original; `split_special_tokens=False` makes it the special token (transformers' default behaviour)."""
 
     def __init__(
         self, backend: tokenizers.Tokenizer, *, additional_special_tokens: Sequence[str] = (), **kwargs: Any

@@ -82,7 +82,8 @@ def beam_search(
     Each step ranks every (beam, token) extension of a row by summed log-prob and keeps the top
     ``num_beams * (1 + #eos)`` candidates. EOS candidates among the first ``num_beams`` become finished
     hypotheses (scored ``sum / lp(length)``); the best ``num_beams`` non-EOS candidates are the next beams.
-    A source row leaves the active batch when ``_Hypotheses.done`` says so.
+    A source row leaves the active batch when ``_Hypotheses.done`` says so, or, with
+    ``beam_stopping="top_beam"``, as soon as its best candidate is EOS (PreSumm's and PALM's rule).
     """
     batch, prompt_len = prompt.shape
     beams = config.num_beams
@@ -143,7 +144,11 @@ def beam_search(
             live[:, :, position] = tokens
             hyps.add(active, beam_sums, live, length)
             break
-        done = hyps.done(active, beam_sums, length, max_new_tokens)
+        if config.beam_stopping == "top_beam":
+            # PALM/models/predictor.py stops a source when the top of its ranked candidates ends the sequence.
+            done = finished[:, 0] | torch.isneginf(beam_sums).all(dim=1)
+        else:
+            done = hyps.done(active, beam_sums, length, max_new_tokens)
         if bool(done.all()):
             break
         going = (~done).nonzero().squeeze(1)

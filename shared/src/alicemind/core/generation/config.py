@@ -43,6 +43,14 @@ class GenerationConfig:
             penalty favours); the row stops when that bound of its best live beam is <= its worst finished score.
             Either way a row also stops when no live beam has a finite score left. At the length limit the
             live beams join the finished hypotheses (without EOS) and the best ones are returned.
+            Only read when ``beam_stopping`` is ``"num_beams"``.
+        beam_stopping: the rule that ends a beam-search row.
+            ``"num_beams"`` (default): the ``early_stopping`` rules above (Hugging Face's).
+            ``"top_beam"``: the row stops at the first step whose best candidate (the top-scored extension of
+            all its beams) is EOS, and its best finished hypothesis so far is returned: the rule of PreSumm's
+            translator that PALM uses (PALM/models/predictor.py, ``_fast_translate_batch``: "End condition is
+            top beam is finished"; sofa's examples/finetune/generation.py has the same). Such a row may hold
+            fewer than ``num_return_sequences`` finished hypotheses: empty slots have score -inf and length 0.
         num_return_sequences: outputs per source row (<= num_beams in beam search; needs sampling otherwise).
         no_repeat_ngram_size: > 0 bans any token that would repeat an n-gram of the decoder sequence so far
             (decoder prompt included).
@@ -65,6 +73,7 @@ class GenerationConfig:
     length_penalty: float = 1.0
     length_penalty_style: Literal["gnmt", "plain"] = "gnmt"
     early_stopping: bool = True
+    beam_stopping: Literal["num_beams", "top_beam"] = "num_beams"
     num_return_sequences: int = 1
     no_repeat_ngram_size: int = 0
     repetition_penalty: float = 1.0
@@ -87,6 +96,8 @@ class GenerationConfig:
             problems.append(f"num_beams must be >= 1, got {self.num_beams}")
         if self.length_penalty_style not in ("gnmt", "plain"):
             problems.append(f"length_penalty_style must be 'gnmt' or 'plain', got {self.length_penalty_style!r}")
+        if self.beam_stopping not in ("num_beams", "top_beam"):
+            problems.append(f"beam_stopping must be 'num_beams' or 'top_beam', got {self.beam_stopping!r}")
         if self.num_return_sequences < 1:
             problems.append(f"num_return_sequences must be >= 1, got {self.num_return_sequences}")
         if self.no_repeat_ngram_size < 0:

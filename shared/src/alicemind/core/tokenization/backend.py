@@ -27,8 +27,11 @@ class Tokenizer(BaseTokenizer):
     """Wraps a `tokenizers.Tokenizer`; subclasses build the backend from native vocabulary files.
 
     The backend is configured in place: its own truncation/padding are switched off (this class applies them
-    per call) and the special tokens are registered as special so text never splits them. They must already be
-    in its vocabulary; a missing one raises instead of silently growing the vocabulary past the embeddings.
+    per call) and the special tokens are registered as special. They must already be in its vocabulary; a missing
+    one raises instead of silently growing the vocabulary past the embeddings. Whether their text in the input
+    becomes the special token is `split_special_tokens` (the backend's `encode_special_tokens`): by default it
+    stays text, as the original BERT tokenizer does; this also covers tokens added with
+    `add_tokens(..., special_tokens=True)`, while ordinary added tokens are always matched.
     """
 
     def __init__(
@@ -40,6 +43,7 @@ class Tokenizer(BaseTokenizer):
         model_max_length: int | None = 512,
         padding_side: str = "right",
         truncation_side: str = "right",
+        split_special_tokens: bool | None = None,
     ) -> None:
         super().__init__(
             special_tokens=special_tokens,
@@ -47,8 +51,10 @@ class Tokenizer(BaseTokenizer):
             model_max_length=model_max_length,
             padding_side=padding_side,
             truncation_side=truncation_side,
+            split_special_tokens=split_special_tokens,
         )
         self._backend = backend
+        self.split_special_tokens = self._split_special_tokens  # now that there is a backend to configure
         # A tokenizer.json may carry truncation/padding settings; this class applies its own per call.
         backend.no_truncation()
         backend.no_padding()
@@ -80,6 +86,19 @@ class Tokenizer(BaseTokenizer):
         )
 
     @property
+    def split_special_tokens(self) -> bool:
+        """True: special-token strings in the text are tokenised as ordinary text; False: they are matched."""
+        return self._split_special_tokens
+
+    @split_special_tokens.setter
+    def split_special_tokens(self, value: bool) -> None:
+        self._split_special_tokens = bool(value)
+        backend = getattr(self, "_backend", None)
+        if backend is not None:
+            # tokenizer.json does not store this flag; tokenizer_config.json does (Hugging Face reads it too).
+            backend.encode_special_tokens = self._split_special_tokens
+
+    @property
     def backend(self) -> tokenizers.Tokenizer:
         """The underlying Rust tokenizer."""
         return self._backend
@@ -102,7 +121,7 @@ class Tokenizer(BaseTokenizer):
         return self._backend.id_to_token(index) if index >= 0 else None
 
     def tokenize(self, text: str) -> list[str]:
-        """The tokens of `text` without special tokens."""
+        """The tokens of `text` without added special tokens (special-token text: see `split_special_tokens`)."""
         return self._backend.encode(text, add_special_tokens=False).tokens
 
     def decode(self, ids: Sequence[int] | Any, skip_special_tokens: bool = True) -> str:

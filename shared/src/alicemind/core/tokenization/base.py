@@ -59,6 +59,10 @@ class BaseTokenizer(abc.ABC):
     pair_separator_count: ClassVar[int] = 1  # BERT: "[SEP]" between the texts; RoBERTa/XLM-R: "</s></s>"
     pair_type_id: ClassVar[int] = 1  # token type of the second text (RoBERTa-style models have one type only)
     pad_token_type_id: ClassVar[int] = 0
+    # Whether special-token text in the input ("[SEP]", "<mask>") stays text by default. True: the original
+    # Google BERT tokenizer (e.g. StructBERT/tokenization.py, BasicTokenizer + WordpieceTokenizer) never matches it,
+    # so user text cannot inject structure. A family whose original does match it sets False.
+    default_split_special_tokens: ClassVar[bool] = True
     _registry: ClassVar[dict[str, type[BaseTokenizer]]] = {}
 
     unk_token = _SpecialToken("unk")
@@ -88,6 +92,7 @@ class BaseTokenizer(abc.ABC):
         model_max_length: int | None = 512,
         padding_side: str = "right",
         truncation_side: str = "right",
+        split_special_tokens: bool | None = None,
     ) -> None:
         merged = {**self.default_special_tokens, **(special_tokens or {})}
         unknown = set(merged) - set(SPECIAL_ROLES)
@@ -101,6 +106,11 @@ class BaseTokenizer(abc.ABC):
         self.model_max_length = model_max_length
         self.padding_side = padding_side
         self.truncation_side = truncation_side
+        # Hugging Face's name and meaning: True = special-token strings in text are tokenised as ordinary text;
+        # False = they become the special token. Templates (`add_special_tokens`) are unaffected.
+        self.split_special_tokens = (
+            self.default_split_special_tokens if split_special_tokens is None else bool(split_special_tokens)
+        )
 
     # ----- what a subclass provides -------------------------------------------------------------------------
     @abc.abstractmethod
@@ -328,6 +338,7 @@ class BaseTokenizer(abc.ABC):
             "model_max_length": self.model_max_length,
             "padding_side": self.padding_side,
             "truncation_side": self.truncation_side,
+            "split_special_tokens": self.split_special_tokens,
             **self._extra_config(),
         }
         path = directory / CONFIG_FILE
@@ -377,6 +388,7 @@ class BaseTokenizer(abc.ABC):
             role: _token_content(config[f"{role}_token"]) for role in SPECIAL_ROLES if f"{role}_token" in config
         }
         max_len = config.get("model_max_length", 512)
+        ours = "alicemind_tokenizer_class" in config
         return {
             "special_tokens": specials,
             "additional_special_tokens": [_token_content(t) for t in config.get("additional_special_tokens") or ()],
@@ -384,6 +396,9 @@ class BaseTokenizer(abc.ABC):
             "model_max_length": None if max_len is None or max_len >= 10**12 else int(max_len),
             "padding_side": config.get("padding_side", "right"),
             "truncation_side": config.get("truncation_side", "right"),
+            # Only a folder we wrote states our choice; transformers writes its own default (False) into every
+            # tokenizer_config.json, which would silently undo the class default.
+            "split_special_tokens": config.get("split_special_tokens") if ours else None,
         }
 
 

@@ -47,7 +47,8 @@ def _char_offsets(text: str, begins: np.ndarray, ends: np.ndarray) -> list[tuple
 
 class SentencePieceTokenizer(BaseTokenizer):
     """XLM-R-style SentencePiece tokenizer: `<s>`=0, `<pad>`=1, `</s>`=2, `<unk>`=3, spm pieces shifted by one,
-    `<mask>` last; `<s> A </s>` / `<s> A </s></s> B </s>`; special-token strings in the text are kept whole."""
+    `<mask>` last; `<s> A </s>` / `<s> A </s></s> B </s>`; special-token strings in the text are matched only
+    with `split_special_tokens=False`."""
 
     hf_tokenizer_class: ClassVar[str] = "XLMRobertaTokenizer"
     hf_aliases: ClassVar[tuple[str, ...]] = ("XLMRobertaTokenizerFast",)
@@ -122,8 +123,10 @@ class SentencePieceTokenizer(BaseTokenizer):
 
     # ----- encoding -----------------------------------------------------------------------------------------
     def _segments(self, text: str) -> list[tuple[str | int, int, int]]:
-        """Split `text` around special-token strings: (substring, start, end) or (special id, start, end)."""
-        if self._special_re is None:
+        """Split `text` around special-token strings: (substring, start, end) or (special id, start, end).
+
+        With `split_special_tokens` (the default) nothing is matched: the whole text goes to SentencePiece."""
+        if self._special_re is None or self.split_special_tokens:
             return [(text, 0, len(text))]
         out: list[tuple[str | int, int, int]] = []
         last = 0
@@ -174,7 +177,8 @@ class SentencePieceTokenizer(BaseTokenizer):
         return results
 
     def tokenize(self, text: str) -> list[str]:
-        """The pieces of `text` (special-token strings kept whole), without added special tokens."""
+        """The pieces of `text` (special-token strings kept whole only if not `split_special_tokens`), without added
+        special tokens."""
         ids = self._encode_raw([text], with_offsets=False)[0][0]
         return self.convert_ids_to_tokens(ids)  # type: ignore[return-value]
 
