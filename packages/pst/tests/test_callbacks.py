@@ -85,7 +85,8 @@ def test_core_trainer_updates_only_pst_tensors_and_head():
 
 
 def test_hugging_face_trainer_callback(tmp_path, tiny_bert_config):
-    from transformers import BertForSequenceClassification, Trainer as HFTrainer, TrainingArguments
+    from transformers import BertForSequenceClassification, TrainingArguments
+    from transformers import Trainer as HFTrainer
 
     from alicemind.pst import apply_pst_to_hf_trainer
 

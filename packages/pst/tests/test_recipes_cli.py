@@ -38,7 +38,9 @@ def bert_folder(tmp_path, tiny_bert_config):
     BertTokenizerFast(tokenizer_object=wordpiece._tokenizer, unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]",
                       cls_token="[CLS]", mask_token="[MASK]").save_pretrained(folder)  # fmt: skip
     # A wider init than BERT's 0.02 so that a random 2-layer encoder's [CLS] depends on the words at all.
-    BertForSequenceClassification(tiny_bert_config(vocab_size=len(vocab), initializer_range=0.2)).save_pretrained(folder)
+    BertForSequenceClassification(tiny_bert_config(vocab_size=len(vocab), initializer_range=0.2)).save_pretrained(
+        folder
+    )
     return folder
 
 
@@ -93,7 +95,9 @@ def gpt2_folder(tmp_path, tiny_gpt2_config):
     folder = tmp_path / "tiny-gpt2"
     fast = GPT2TokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
     fast.save_pretrained(folder)
-    config = tiny_gpt2_config(vocab_size=len(fast), initializer_range=0.2, bos_token_id=fast.eos_token_id, eos_token_id=fast.eos_token_id)
+    config = tiny_gpt2_config(
+        vocab_size=len(fast), initializer_range=0.2, bos_token_id=fast.eos_token_id, eos_token_id=fast.eos_token_id
+    )
     GPT2LMHeadModel(config).save_pretrained(folder)
     return folder
 
