@@ -312,7 +312,10 @@ def test_two_process_gloo_finetune_matches_single_process(workspace, tmp_path):
 
     one, two = losses("one"), losses("two")
     assert len(one) == len(two) == 4
-    np.testing.assert_allclose(two, one, rtol=0, atol=1e-5)
+    # The first loss comes before any update: only summation order differs. Later ones drift by Adam's 1/sqrt(v)
+    # amplifying fp32 rounding in near-zero gradients (4e-5 seen on an AVX-512 CPU); wrong sharding moves them ~1e-1.
+    assert two[0] == pytest.approx(one[0], abs=1e-6)
+    np.testing.assert_allclose(two, one, rtol=0, atol=3e-4)
 
 
 def test_every_shipped_recipe_is_valid_and_states_its_source():

@@ -9,8 +9,6 @@ section 2.4); this is written from the paper's description.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import random
 from collections.abc import Iterable, Mapping, Sequence
@@ -23,7 +21,7 @@ import torch.nn.functional as F
 from alicemind.core.data import DataCollatorWithPadding
 from alicemind.core.layers import MaskedLMHead
 from alicemind.core.training import RunIdentity
-from alicemind.core.training.run_manifest import code_versions, sha256_file
+from alicemind.core.training.run_manifest import recipe_identity
 from alicemind.palm.config import PalmConfig
 from alicemind.palm.model import PalmForConditionalGeneration, Seq2SeqOutput
 
@@ -35,14 +33,9 @@ _NOT_IN_IDENTITY = ("training", "generation", "lang", "published", "data.valid",
 def run_identity(recipe: Mapping[str, Any], tokenizer: Any, files: Mapping[str, str | os.PathLike[str]]) -> RunIdentity:
     """What defines a PALM training run, for ``output_dir/run.json``: the recipe's result-affecting values, a
     content hash of each input file in ``files`` (name -> path) and of the tokenizer's vocabulary."""
-    identity = RunIdentity(dict(recipe), code=code_versions("alicemind-palm"))
-    values = {
-        k: v for k, v in identity.values.items() if not any(k == x or k.startswith(x + ".") for x in _NOT_IN_IDENTITY)
-    }
-    vocab = json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False).encode()
-    fingerprints = {name: sha256_file(path) for name, path in files.items()}
-    fingerprints["tokenizer"] = hashlib.sha256(vocab).hexdigest()
-    return RunIdentity(values, fingerprints, identity.code)
+    return recipe_identity(
+        recipe, files=files, vocab=tokenizer.get_vocab(), exclude=_NOT_IN_IDENTITY, distributions=("alicemind-palm",)
+    )
 
 
 class PalmForPreTraining(PalmForConditionalGeneration):

@@ -39,10 +39,11 @@ from alicemind.core.data import (
     task_to_dict,
 )
 from alicemind.core.data.own_data import SUFFIXES
-from alicemind.core.data.tasks import is_registered
+from alicemind.core.data.tasks import is_registered, task_file
 from alicemind.core.io import register_saved_files
 from alicemind.core.metrics import glue_metrics
 from alicemind.core.training import Trainer, TrainerCallback, TrainingConfig, move_to_device, seed_everything
+from alicemind.core.training.run_manifest import RunIdentity, recipe_identity
 from alicemind.structbert import demo as _demo  # noqa: F401  (registers the demo's task, demo-topics)
 from alicemind.structbert.config import StructBertConfig
 from alicemind.structbert.model import StructBertForSequenceClassification
@@ -366,6 +367,17 @@ def _train_loader(recipe, features, tokenizer, batch_size: int, seed: int) -> Da
     return DataLoader(features, batch_size=batch_size, shuffle=True, collate_fn=collate)
 
 
+# Recipe keys that change no trained weight (the Trainer records `training` itself).
+_NOT_IN_IDENTITY = ("training", "output_dir", "eval_batch_size")
+
+
+def finetune_identity(recipe: dict[str, Any], train_files: dict[str, Any], tokenizer) -> RunIdentity:
+    """What defines a fine-tuning run for ``output_dir/run.json``: the recipe's values, the training files' and
+    the vocabulary's content hashes, so a rerun on other data into a used folder stops instead of resuming."""
+    return recipe_identity(recipe, files=train_files, vocab=tokenizer.get_vocab(), exclude=_NOT_IN_IDENTITY,
+                           distributions=("alicemind-structbert",))  # fmt: skip
+
+
 def run_finetune(recipe: dict[str, Any], *, progress_bar: bool = True) -> FinetuneResult:
     """Fine-tune on one or several tasks as the recipe says, then evaluate on the dev split of each."""
     unknown = sorted(set(recipe) - RECIPE_KEYS)
@@ -412,7 +424,9 @@ def run_finetune(recipe: dict[str, Any], *, progress_bar: bool = True) -> Finetu
         flat["score"] = float(np.mean([d["score"] for d in per_task.values()]))
         return flat
 
-    trainer = Trainer(model, train_cfg, loader, eval_fn=eval_fn, callbacks=_callbacks(recipe, tasks))
+    train_files = {f"{t.name}.train": task_file(t, task_data_dir(data_dir, t), "train") for t in tasks}
+    trainer = Trainer(model, train_cfg, loader, eval_fn=eval_fn, callbacks=_callbacks(recipe, tasks),
+                      run_identity=finetune_identity(recipe, train_files, tokenizer))  # fmt: skip
     state = trainer.train()
     metrics, _ = evaluate_tasks(trainer.model, tokenizer, tasks, data_dir, split=eval_split, max_seq_length=max_len,
                                 batch_size=eval_batch)  # fmt: skip

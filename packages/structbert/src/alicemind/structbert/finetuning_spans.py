@@ -190,7 +190,7 @@ def _build(recipe: dict[str, Any], kind: str, tags: Sequence[str] | None):
 
 def run_span_finetune(recipe: dict[str, Any], *, progress_bar: bool = True):
     """Fine-tune a tagging or QA head on ``data_dir`` / ``train`` / ``dev`` files; save a self-describing folder."""
-    from alicemind.structbert.finetuning import FinetuneResult, load_tokenizer
+    from alicemind.structbert.finetuning import FinetuneResult, finetune_identity, load_tokenizer
 
     kind = recipe["kind"]
     files = split_files(recipe.get("data_dir"), {s: recipe.get(s) for s in ("train", "dev", "test")})
@@ -221,7 +221,8 @@ def run_span_finetune(recipe: dict[str, Any], *, progress_bar: bool = True):
     def eval_fn(m) -> dict[str, float]:
         return span_metrics(kind, m, tokenizer, dev, tags, max_len, eval_batch)[0]
 
-    trainer = Trainer(model, train_cfg, loader, eval_fn=eval_fn)
+    identity = finetune_identity(recipe, {"train": train_path}, tokenizer)
+    trainer = Trainer(model, train_cfg, loader, eval_fn=eval_fn, run_identity=identity)
     state = trainer.train()
     name = recipe.get("task_name") or f"own-{kind}"
     metrics = {name: eval_fn(trainer.model)}

@@ -85,6 +85,26 @@ def code_versions(*distributions: str) -> dict[str, str]:
     return out
 
 
+def recipe_identity(
+    recipe: Mapping[str, Any],
+    *,
+    files: Mapping[str, str | os.PathLike[str]] = {},  # noqa: B006 - read only
+    vocab: Mapping[str, int] | None = None,
+    exclude: Iterable[str] = ("training",),
+    distributions: Iterable[str] = (),
+) -> RunIdentity:
+    """The identity of a recipe-driven run: the recipe's values minus the ``exclude`` key prefixes (``training``
+    is recorded by the Trainer itself), a content hash of each input file (name -> path) and of the tokenizer's
+    ``vocab`` (token -> id), and the code versions of alicemind-core plus ``distributions``."""
+    skipped = tuple(exclude)
+    values = {k: v for k, v in flatten(recipe).items() if not any(k == x or k.startswith(x + ".") for x in skipped)}
+    fingerprints = {name: sha256_file(path) for name, path in files.items()}
+    if vocab is not None:
+        encoded = json.dumps(sorted(vocab.items()), ensure_ascii=False).encode()
+        fingerprints["tokenizer"] = hashlib.sha256(encoded).hexdigest()
+    return RunIdentity(values, fingerprints, code_versions(*distributions))
+
+
 @dataclass
 class RunIdentity:
     """What defines a run: result-affecting ``values`` (dotted keys), input ``fingerprints`` (name -> sha256),
