@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import subprocess
 import sys
 
@@ -156,3 +157,13 @@ def test_subprocess_user_error_has_no_traceback(texts):
         f"alicemind palm evaluate: error: {latin1} is not UTF-8 text (invalid continuation byte at byte 3); "
         "convert it to UTF-8"
     ]
+
+
+def test_download_offline_in_process_leaves_the_environment_as_it_was(tmp_path, capsys, monkeypatch):
+    # `--offline` used to set ALICEMIND_OFFLINE for the rest of the process, so later in-process callers
+    # (another test, a notebook) could no longer download.
+    monkeypatch.delenv("ALICEMIND_OFFLINE", raising=False)
+    monkeypatch.setenv("ALICEMIND_CACHE", str(tmp_path / "cache"))
+    assert main(["palm", "download", "palm.ch.base", "--offline"]) == 2
+    assert "offline" in _one_error_line(capsys)
+    assert "ALICEMIND_OFFLINE" not in os.environ

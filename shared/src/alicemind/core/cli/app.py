@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -156,6 +157,18 @@ def _plugins_for(argv: Sequence[str]) -> list[EntryPoint]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (2 for a user error, printed as one line)."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    # `--offline` sets ALICEMIND_OFFLINE for the rest of the verb; an in-process caller gets its environment back.
+    offline_before = os.environ.get("ALICEMIND_OFFLINE")
+    try:
+        return _run(argv)
+    finally:
+        if offline_before is None:
+            os.environ.pop("ALICEMIND_OFFLINE", None)
+        else:
+            os.environ["ALICEMIND_OFFLINE"] = offline_before
+
+
+def _run(argv: list[str]) -> int:
     try:
         parser, _ = build_parser(_plugins_for(argv))
         args, extra = parser.parse_known_args(argv)
