@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from alicemind.core.generation import GenerationConfig, generate
+from alicemind.palm import PalmConfig, PalmForConditionalGeneration
 
 
 def test_cached_steps_match_full_recomputation(arch, make_model, make_source):
@@ -292,10 +293,13 @@ def test_recipes_stop_beams_as_the_original():
     from alicemind.core.cli import list_recipes, load_recipe
 
     # The recipes that restate the original PALM / sofa runs.
-    names = [name for name in list_recipes("palm") if name == "generate" or name.startswith("finetune-")]
+    names = [name for name in list_recipes("palm") if name in ("generate", "seq2seq") or name.startswith("finetune-")]
     with_generation = [name for name in names if "generation" in load_recipe("palm", name)]
     assert {"generate", "finetune-cnndm", "finetune-lcsts", "finetune-dureader-qg"} <= set(with_generation)
     for name in with_generation:
         config = GenerationConfig.from_dict(load_recipe("palm", name)["generation"])
         assert config.beam_stopping == "top_beam", name  # PreSumm/PALM and sofa: a source ends with its top beam
     assert GenerationConfig().beam_stopping == "num_beams"  # core's own default is unchanged
+    # Generation without a recipe (the Python API, `palm generate` defaults) stops as the original too.
+    model = PalmForConditionalGeneration(PalmConfig.from_preset("palm.ch.tiny"))
+    assert GenerationConfig.from_dict(model.generation_defaults()).beam_stopping == "top_beam"

@@ -366,6 +366,12 @@ class PalmForConditionalGeneration(PalmModel):
         return c.max_position_embeddings - c.position_offset if self.decoder_positions is None else c.dec_max_positions
 
     def generation_defaults(self) -> dict[str, Any]:
-        """Special-token settings for :class:`~alicemind.core.generation.GenerationConfig`."""
+        """Special-token settings for :class:`~alicemind.core.generation.GenerationConfig`, and the original's beam
+        stopping rule (a source stops when its top beam ends: PALM/models/predictor.py)."""
         c = self.config
-        return dict(decoder_start_token_id=c.start_token_id, eos_token_id=c.eos_token_id, pad_token_id=c.pad_token_id)
+        return dict(
+            decoder_start_token_id=c.start_token_id,
+            eos_token_id=c.eos_token_id,
+            pad_token_id=c.pad_token_id,
+            beam_stopping="top_beam",
+        )
