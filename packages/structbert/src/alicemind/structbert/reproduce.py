@@ -8,6 +8,7 @@ not a dependency).
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 from dataclasses import dataclass
@@ -99,6 +100,10 @@ def run_reproduce(
         raise CliError(f"{table} is not a results table (no 'tasks' list); use reproduce-structbert-en or -ch")
     if not Path(checkpoint).exists():
         raise CliError(f"checkpoint {checkpoint} does not exist")
+    # Every task's overrides are checked before the first one trains: a bad value must not cost hours of training.
+    recipes = {
+        task["name"]: apply_overrides(load_recipe("structbert", task["recipe"]), overrides) for task in spec["tasks"]
+    }
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     rows, curves = [], {}
@@ -106,7 +111,7 @@ def run_reproduce(
         row = {**task, "scores": []}
         for k in range(seeds):
             seed = 42 + k
-            recipe = apply_overrides(load_recipe("structbert", task["recipe"]), overrides)
+            recipe = copy.deepcopy(recipes[task["name"]])
             run_dir = output_dir / task["name"] / f"seed-{seed}"
             recipe.update(model=str(checkpoint), data_dir=str(data_dir), output_dir=str(run_dir))
             recipe["training"]["seed"] = seed
