@@ -7,7 +7,15 @@ import json
 from pathlib import Path
 
 from alicemind.core.checkpoint import CheckpointError
-from alicemind.core.cli import CliError, add_recipe_arguments, apply_overrides, load_recipe, recipe_from_args
+from alicemind.core.cli import (
+    CliError,
+    add_recipe_arguments,
+    add_run_arguments,
+    apply_overrides,
+    load_recipe,
+    recipe_from_args,
+    run_recipe_from_args,
+)
 from alicemind.core.cli.checkpoints import add_download_arguments, fetch_released
 from alicemind.core.cli.schema import Rule, register_recipe_rules
 
@@ -50,32 +58,10 @@ def _recipe(args: argparse.Namespace) -> dict:
     return recipe_from_args(PACKAGE, args)
 
 
-def _add_run_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--overwrite", action="store_true", help="start fresh in a used output_dir, deleting its previous run"
-    )
-    parser.add_argument(
-        "--resume", action="store_true", help="resume the run in output_dir even where its settings or data differ"
-    )
-
-
-def _run_recipe(args: argparse.Namespace) -> dict:
-    """The recipe with --overwrite / --resume as training.overwrite / training.resume="force"."""
-    if args.overwrite and args.resume:
-        raise CliError("--overwrite starts fresh and --resume continues the old run: give one of them")
-    recipe = _recipe(args)
-    training = dict(recipe.get("training") or {})
-    if args.overwrite:
-        training["overwrite"] = True
-    if args.resume:
-        training["resume"] = "force"
-    return {**recipe, "training": training}
-
-
 def _finetune(args: argparse.Namespace) -> int:
     from alicemind.palm.runner import finetune
 
-    result = finetune(_run_recipe(args))
+    result = finetune(run_recipe_from_args(PACKAGE, args))
     print(json.dumps(result, indent=1))
     return 0
 
@@ -83,7 +69,7 @@ def _finetune(args: argparse.Namespace) -> int:
 def _pretrain(args: argparse.Namespace) -> int:
     from alicemind.palm.runner import pretrain
 
-    result = pretrain(_run_recipe(args))
+    result = pretrain(run_recipe_from_args(PACKAGE, args))
     print(json.dumps({k: v for k, v in result.items() if k != "history"}, indent=1))
     return 0
 
@@ -166,12 +152,12 @@ def register(subparsers) -> None:
 
     p = verbs.add_parser("pretrain", help="joint PALM pre-training (MLM + continuation) on a raw corpus")
     add_recipe_arguments(p, default="pretrain")
-    _add_run_flags(p)
+    add_run_arguments(p)
     p.set_defaults(func=_pretrain)
 
     p = verbs.add_parser("finetune", help="fine-tune on source<TAB>target pairs, then evaluate generation")
     add_recipe_arguments(p, example="finetune-dureader-qg")
-    _add_run_flags(p)
+    add_run_arguments(p)
     p.set_defaults(func=_finetune)
 
     p = verbs.add_parser("generate", help="generate one output per input line")

@@ -11,35 +11,15 @@ import json
 import sys
 from pathlib import Path
 
-from alicemind.core.cli import CliError, add_recipe_arguments, recipe_from_args
-
-
-def _add_run_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--overwrite", action="store_true", help="start fresh in a used output_dir, deleting its previous run"
-    )
-    parser.add_argument(
-        "--resume", action="store_true", help="resume the run in output_dir even where its settings or data differ"
-    )
-
-
-def _run_recipe(args: argparse.Namespace) -> dict:
-    """The recipe with --overwrite / --resume as training.overwrite / training.resume="force"."""
-    if args.overwrite and args.resume:
-        raise CliError("--overwrite starts fresh and --resume continues the old run: give one of them")
-    recipe = recipe_from_args("structbert", args)
-    training = dict(recipe.get("training") or {})
-    if args.overwrite:
-        training["overwrite"] = True
-    if args.resume:
-        training["resume"] = "force"
-    return {**recipe, "training": training}
+from alicemind.core.cli import CliError, add_recipe_arguments, add_run_arguments, run_recipe_from_args
 
 
 def _pretrain(args: argparse.Namespace) -> int:
     from alicemind.structbert.pretraining import run_pretraining
 
-    result = run_pretraining(_run_recipe(args), progress_bar=not args.no_progress, overrides=args.overrides)
+    result = run_pretraining(
+        run_recipe_from_args("structbert", args), progress_bar=not args.no_progress, overrides=args.overrides
+    )
     print(f"pre-trained on {result.num_instances} instances -> {result.model_dir}")
     for name in sorted(set(result.initial) | set(result.final)):
         print(f"  held-out {name}: {result.initial.get(name, float('nan')):.4f} -> {result.final.get(name):.4f}")
@@ -49,7 +29,7 @@ def _pretrain(args: argparse.Namespace) -> int:
 def _finetune(args: argparse.Namespace) -> int:
     from alicemind.structbert.finetuning import run_finetune
 
-    result = run_finetune(_run_recipe(args), progress_bar=not args.no_progress)
+    result = run_finetune(run_recipe_from_args("structbert", args), progress_bar=not args.no_progress)
     print(f"fine-tuned -> {result.model_dir}")
     print(json.dumps(result.metrics, indent=1))
     return 0
@@ -128,7 +108,7 @@ def add_parser(verbs) -> None:
     )
     add_recipe_arguments(pretrain, default="pretrain-demo")
     pretrain.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _add_run_flags(pretrain)
+    add_run_arguments(pretrain)
     pretrain.set_defaults(func=_pretrain)
 
     finetune = verbs.add_parser(
@@ -139,7 +119,7 @@ def add_parser(verbs) -> None:
     )
     add_recipe_arguments(finetune, example="glue-mnli")
     finetune.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _add_run_flags(finetune)
+    add_run_arguments(finetune)
     finetune.set_defaults(func=_finetune)
 
     evaluate = verbs.add_parser("evaluate", help="metrics of a fine-tuned model on a split or file (writes JSON)")

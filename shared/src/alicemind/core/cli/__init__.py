@@ -5,11 +5,13 @@ from alicemind.core.cli.errors import CliError
 from alicemind.core.cli.recipes import (
     RecipeError,
     add_recipe_arguments,
+    add_run_arguments,
     apply_overrides,
     list_recipes,
     load_recipe,
     parse_value,
     recipe_from_args,
+    run_recipe_from_args,
 )
 
 __all__ = [
@@ -19,6 +21,7 @@ __all__ = [
     "Plugin",
     "RecipeError",
     "add_recipe_arguments",
+    "add_run_arguments",
     "apply_overrides",
     "build_parser",
     "discover_plugins",
@@ -27,4 +30,5 @@ __all__ = [
     "main",
     "parse_value",
     "recipe_from_args",
+    "run_recipe_from_args",
 ]

@@ -178,3 +178,27 @@ def recipe_help(package: str, name: str | None) -> str:
 def recipe_from_args(package: str, args: argparse.Namespace) -> dict[str, Any]:
     """The recipe selected by :func:`add_recipe_arguments` with its overrides applied and every value validated."""
     return apply_overrides(load_recipe(package, args.recipe), args.overrides, package=package)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--overwrite`` / ``--resume`` for a verb that trains into ``output_dir`` (see core.training.run_manifest)."""
+    parser.add_argument(
+        "--overwrite", action="store_true", help="start fresh in a used output_dir, deleting its previous run"
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="resume the run in output_dir even where its settings or data differ"
+    )
+
+
+def run_recipe_from_args(package: str, args: argparse.Namespace) -> dict[str, Any]:
+    """:func:`recipe_from_args` with ``--overwrite`` / ``--resume`` as ``training.overwrite`` /
+    ``training.resume="force"``."""
+    if args.overwrite and args.resume:
+        raise CliError("--overwrite starts fresh and --resume continues the old run: give one of them")
+    recipe = recipe_from_args(package, args)
+    training = dict(recipe.get("training") or {})
+    if args.overwrite:
+        training["overwrite"] = True
+    if args.resume:
+        training["resume"] = "force"
+    return {**recipe, "training": training}
