@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from alicemind.core.data.readers import DataFormatError, iter_jsonl_numbered, read_header
+from alicemind.core.data.readers import DataFormatError, iter_jsonl_numbered, parse_json_object, read_header
 from alicemind.core.data.tasks import (
     DELIMITED,
     SUFFIX_FORMATS,
@@ -257,12 +256,7 @@ def stream_texts(
     numbered = ((n, line) for n, line in numbered if line.strip())
     if format == "jsonl":
         for line_no, line in numbered:
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataFormatError(f"{source}:{line_no}: invalid JSON: {e.msg} (column {e.colno})") from None
-            if not isinstance(obj, dict):
-                raise DataFormatError(f"{source}:{line_no}: expected a JSON object, found {type(obj).__name__}")
+            obj = parse_json_object(line, source, line_no)
             a = _json_field(obj, columns.text_a, TEXT_NAMES, source, line_no)
             b = _json_field(obj, columns.text_b, PAIR_NAMES, source, line_no) if pair else None
             yield line_no, a, b

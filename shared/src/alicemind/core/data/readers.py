@@ -150,10 +150,15 @@ def iter_jsonl_numbered(path: Path, *, encoding: str = "utf-8") -> Iterator[tupl
     for line_no, line in _decoded_lines(path, encoding):
         if not line.strip():
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataFormatError(f"{path}:{line_no}: invalid JSON: {e.msg} (column {e.colno})") from None
-        if not isinstance(obj, dict):
-            raise DataFormatError(f"{path}:{line_no}: expected a JSON object, found {type(obj).__name__}")
-        yield line_no, obj
+        yield line_no, parse_json_object(line, path, line_no)
+
+
+def parse_json_object(line: str, source: object, line_no: int) -> dict[str, Any]:
+    """One JSONL line as a dict; DataFormatError naming ``source:line_no`` for bad JSON or a non-object."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise DataFormatError(f"{source}:{line_no}: invalid JSON: {e.msg} (column {e.colno})") from None
+    if not isinstance(obj, dict):
+        raise DataFormatError(f"{source}:{line_no}: expected a JSON object, found {type(obj).__name__}")
+    return obj
