@@ -112,15 +112,20 @@ class TransformerBlock(nn.Module):
         encoder_mask: torch.Tensor | None = None,
         cache: LayerCache | None = None,
         packed: PackedBatch | None = None,
+        skip_cross_attention: bool = False,
     ) -> torch.Tensor:
-        """``mask`` and ``encoder_mask`` are SDPA-ready masks (see ``build_attention_mask``)."""
+        """``mask`` and ``encoder_mask`` are SDPA-ready masks (see ``build_attention_mask``).
+
+        ``skip_cross_attention=True`` runs a block that has cross-attention without it (self-attention and
+        feed-forward only): VECO's plug-in cross-attention, unplugged for the monolingual/NLU pass.
+        """
         self_kv = cache.self_kv if cache is not None else None
         x = self._residual(
             x,
             self.self_attn_norm,
             lambda h: self.self_attn(h, mask=mask, is_causal=is_causal, cache=self_kv, packed=packed),
         )
-        if self.spec.cross_attention:
+        if self.spec.cross_attention and not skip_cross_attention:
             if encoder_states is None and (cache is None or cache.cross_kv is None):
                 raise ValueError("this block has cross-attention: pass encoder_states or a cache with cross_kv")
             static = cache.cross_kv if cache is not None else None

@@ -46,8 +46,12 @@ class TransformerStack(nn.Module):
         caches: list[LayerCache] | None = None,
         padding_free: bool | None = None,
         output_hidden_states: bool = False,
+        skip_cross_attention: bool = False,
     ) -> StackOutput:
-        """Run every block. Masks are ``[B, L]`` with True/1 = real token; ``attn_bias`` is additive per head."""
+        """Run every block. Masks are ``[B, L]`` with True/1 = real token; ``attn_bias`` is additive per head.
+
+        ``skip_cross_attention=True`` runs blocks built with cross-attention as self-attention + feed-forward only.
+        """
         padding_free = self.padding_free if padding_free is None else padding_free
         q_len = x.shape[1]
         past = caches[0].self_kv.length if caches else 0
@@ -86,6 +90,8 @@ class TransformerStack(nn.Module):
                 cache=caches[i] if caches is not None else None,
                 packed=packed,
             )
+            if skip_cross_attention:  # only passed when asked, so blocks without the argument keep working
+                kwargs["skip_cross_attention"] = True
             if self.gradient_checkpointing and self.training:
                 x = checkpoint(lambda t, layer=layer, kw=kwargs: layer(t, **kw), x, use_reentrant=False)
             else:
