@@ -35,11 +35,13 @@ class TextEmbeddings(nn.Module):
         layer_norm_eps: float = 1e-12,
         dropout: float = 0.1,
         scale: float = 1.0,
+        projection_bias: bool = True,
     ):
         super().__init__()
         emb = embedding_size or hidden_size
         self.word_embeddings = nn.Embedding(vocab_size, emb, padding_idx=pad_token_id)
-        self.word_projection = nn.Linear(emb, hidden_size) if emb != hidden_size else None
+        # LatticeBERT's factorised projection is a bare matmul (no bias): projection_bias=False.
+        self.word_projection = nn.Linear(emb, hidden_size, bias=projection_bias) if emb != hidden_size else None
         self.position_embeddings = nn.Embedding(max_positions, hidden_size) if max_positions else None
         self.token_type_embeddings = nn.Embedding(type_vocab_size, hidden_size) if type_vocab_size else None
         self.norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps) if layer_norm else None
