@@ -235,6 +235,48 @@ class LatticeBertTokenizer:
             longer = second if second is not None and len(second) > len(first) else first
             longer.pop_back()
 
+    def encode_tagged(
+        self, words: Sequence[str], *, max_length: int | None = None, truncation: bool = False
+    ) -> tuple[LatticeEncoding, list[int]]:
+        """A CoNLL sentence as the original sequence-labelling script builds it: ``[CLS]``, each word's own lattice
+        in order (its label on its first unit), then the sentence's words not already present (keeping their
+        positions), then ``[SEP]``. Returns the encoding and each word's unit index (``label_positions``).
+
+        With ``max_length`` a longer lattice is an error, or with ``truncation=True`` appended words go first,
+        then trailing words of the sentence (whose labels are then absent from ``label_positions``).
+        """
+        if not words:
+            raise ValueError("empty sentence: no words to tag")
+        pieces = self.lattices(list(words))
+        units = concatenate([special_unit(self.cls_token, self.cls_token_id), *pieces])
+        label_positions, index = [], 1
+        for piece in pieces:
+            label_positions.append(index)
+            index += len(piece)
+        covered = set(zip(units.starts, units.lengths))
+        whole = self.lattice("".join(words))
+        extra = [(t, i, s + 1, n) for t, i, s, n in zip(whole.tokens, whole.ids, whole.starts, whole.lengths)
+                 if (s + 1, n) not in covered]  # fmt: skip
+        limit = None if max_length is None else max_length - 1  # room for [SEP]
+        if limit is not None and len(units) + len(extra) > limit:
+            if not truncation:
+                raise ValueError(
+                    f"the sentence's lattice has {len(units) + len(extra) + 1} units, more than max_length "
+                    f"{max_length}; pass truncation=True to cut it"
+                )
+            extra = extra[: max(0, limit - len(units))]
+            while len(units) > limit:
+                units.pop_back()
+            label_positions = [p for p in label_positions if p < len(units)]
+        for token, token_id, start, length in extra:
+            units.tokens.append(token)
+            units.ids.append(token_id)
+            units.starts.append(start)
+            units.lengths.append(length)
+        units.segments = []
+        joined = concatenate([units, special_unit(self.sep_token, self.sep_token_id)])
+        return LatticeEncoding(joined, [0] * len(joined)), label_positions
+
     def __call__(
         self,
         texts: str | Sequence[str],
