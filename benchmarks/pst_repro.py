@@ -152,6 +152,41 @@ def run_one(method, seed, train, evaluation, num_labels, args) -> dict:
     return {"accuracy": correct / len(evaluation), "trainable": count, "total": total, "sparsity": zeros / numel}
 
 
+def _report(results, methods, labels, train, seeds, start, args) -> str:
+    """Write the Markdown table and the JSON of the runs so far; returns the table."""
+    minutes = (time.perf_counter() - start) / 60
+    rows = ["| method | trainable parameters | trainable % | sparsity reached | eval accuracy (mean ± std) | per seed |",
+            "|---|---|---|---|---|---|"]  # fmt: skip
+    for method in methods:
+        rs = results[method]
+        if not rs:
+            continue
+        acc = [100 * r["accuracy"] for r in rs]
+        std = statistics.stdev(acc) if len(acc) > 1 else 0.0
+        rows.append(f"| {method} | {rs[0]['trainable']:,} | {100 * rs[0]['trainable'] / rs[0]['total']:.2f}% | "
+                    f"{100 * rs[0]['sparsity']:.1f}% | {statistics.fmean(acc):.1f} ± {std:.1f} | "
+                    f"{', '.join(f'{a:.1f}' for a in acc)} |")  # fmt: skip
+    text = "\n".join([
+        "# PST mini-reproduction (90% sparsity, all-MiniLM-L6-v2)",
+        "",
+        f"Task: which of {len(labels)} stdlib topics a docstring sentence comes from; {args.train_per_class} train "
+        f"and {args.eval_per_class} eval sentences per class. {args.epochs} epochs, batch {args.batch_size}, "
+        f"{-(-len(train) // args.batch_size) * args.epochs} steps, cubic schedule 0 -> 0.9 (warm-up fractions 0.1 / "
+        "0.3), word embeddings frozen for MaP/MvP (PST freezes everything but U V A B R C and the head). "
+        "AdamW (core fused), lr: PST tensors and head 1e-3; MaP/MvP weights 1e-4, MvP scores 1e-2 (not tuned). "
+        f"Seeds {list(seeds)}. Run time {minutes:.1f} min, python {platform.python_version()}, torch "
+        f"{torch.__version__}, {args.threads} threads, {os.cpu_count()} CPUs"
+        + (f", 1-min load average {os.getloadavg()[0]:.1f} at the end." if hasattr(os, "getloadavg") else "."),
+        "",
+        *rows,
+        "",
+    ])  # fmt: skip
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "pst_repro.md").write_text(text, encoding="utf-8")
+    (RESULTS / "pst_repro.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+    return text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 seeds, fewer epochs (~3 min)")
@@ -185,35 +220,8 @@ def main() -> None:
             r = run_one(baseline, seed, train, evaluation, len(labels), args)
             results[method].append(r)
             print(f"seed {seed} {method}: acc {100 * r['accuracy']:.1f} ({time.perf_counter() - t0:.0f}s)", flush=True)
-    minutes = (time.perf_counter() - start) / 60
-    rows = ["| method | trainable parameters | trainable % | sparsity reached | eval accuracy (mean ± std) | per seed |",
-            "|---|---|---|---|---|---|"]  # fmt: skip
-    for method in methods:
-        rs = results[method]
-        acc = [100 * r["accuracy"] for r in rs]
-        std = statistics.stdev(acc) if len(acc) > 1 else 0.0
-        rows.append(f"| {method} | {rs[0]['trainable']:,} | {100 * rs[0]['trainable'] / rs[0]['total']:.2f}% | "
-                    f"{100 * rs[0]['sparsity']:.1f}% | {statistics.fmean(acc):.1f} ± {std:.1f} | "
-                    f"{', '.join(f'{a:.1f}' for a in acc)} |")  # fmt: skip
-    text = "\n".join([
-        "# PST mini-reproduction (90% sparsity, all-MiniLM-L6-v2)",
-        "",
-        f"Task: which of {len(labels)} stdlib topics a docstring sentence comes from; {args.train_per_class} train "
-        f"and {args.eval_per_class} eval sentences per class. {args.epochs} epochs, batch {args.batch_size}, "
-        f"{-(-len(train) // args.batch_size) * args.epochs} steps, cubic schedule 0 -> 0.9 (warm-up fractions 0.1 / "
-        "0.3), word embeddings frozen for MaP/MvP (PST freezes everything but U V A B R C and the head). "
-        "AdamW (core fused), lr: PST tensors and head 1e-3; MaP/MvP weights 1e-4, MvP scores 1e-2 (not tuned). "
-        f"Seeds {list(seeds)}. Run time {minutes:.1f} min, python {platform.python_version()}, torch "
-        f"{torch.__version__}, {args.threads} threads, {os.cpu_count()} CPUs"
-        + (f", 1-min load average {os.getloadavg()[0]:.1f} at the end." if hasattr(os, "getloadavg") else "."),
-        "",
-        *rows,
-        "",
-    ])  # fmt: skip
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "pst_repro.md").write_text(text, encoding="utf-8")
-    (RESULTS / "pst_repro.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
-    print(text)
+            _report(results, methods, labels, train, seeds, start, args)  # a cut-short run keeps what it has
+    print(_report(results, methods, labels, train, seeds, start, args))
 
 
 if __name__ == "__main__":
