@@ -12,6 +12,10 @@ from alicemind.core.config import ModelConfig
 from alicemind.core.layers import BlockSpec, ClassificationHead, Pooler, TransformerStack
 from alicemind.core.modeling import PreTrainedModel
 
+# The models here are tiny: one thread avoids OpenMP spinning on a busy 2-core runner (fused AdamW on 30 small
+# tensors measured 0.46 s per step with 2 threads under load, 2 ms with 1).
+torch.set_num_threads(1)
+
 
 @dataclasses.dataclass
 class TinyConfig(ModelConfig):

@@ -73,6 +73,7 @@ class CapCallback(TrainerCallback):
                 obj.fill_student_bank(self.bank_batches, tag=epoch, progress=self.progress)
                 self._bank_epoch = epoch
         obj.capture.value = query
+        obj.position = f"{trainer.state.epoch}-{trainer.state.batches_in_epoch}"
         task_loss = outputs.loss if hasattr(outputs, "loss") else outputs["loss"]
         return obj.loss(batch, outputs, task_loss) - task_loss
 

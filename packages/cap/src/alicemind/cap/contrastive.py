@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -96,16 +96,22 @@ class ContrastiveLoss(nn.Module):
             seed=config.seed,
         )  # fmt: skip
 
-    def sample_extra(self, num_examples: int, width: int, name: str, call: int) -> list[int]:
+    def sample_extra(self, num_examples: int, width: int, name: str, call: Any) -> list[int]:
         """The extra dataset indices of one bank at one call (python ``random.sample``, as the original)."""
         count = min(num_examples, self.extra_examples // max(width, 1))
         return random.Random(f"{self.seed}-{call}-{name}").sample(range(num_examples), k=count)
 
     def terms(
-        self, query: torch.Tensor, idx: torch.Tensor, labels: torch.Tensor | None, bank: RepresentationBank
+        self,
+        query: torch.Tensor,
+        idx: torch.Tensor,
+        labels: torch.Tensor | None,
+        bank: RepresentationBank,
+        call: Any = None,
     ) -> dict[str, torch.Tensor]:
-        """Each enabled, filled bank's term (the same draw as :meth:`forward` at this call)."""
-        call = self.calls
+        """Each enabled, filled bank's term. ``call`` names the draw (default: the call count); the trainer hooks
+        pass the batch's position in training, so a resumed run draws the same extra examples."""
+        call = self.calls if call is None else call
         out: dict[str, torch.Tensor] = {}
         for name, on in self.enabled.items():
             rows = bank.rows(name, idx) if on else None
@@ -120,9 +126,14 @@ class ContrastiveLoss(nn.Module):
         return out
 
     def forward(
-        self, query: torch.Tensor, idx: torch.Tensor, labels: torch.Tensor | None, bank: RepresentationBank
+        self,
+        query: torch.Tensor,
+        idx: torch.Tensor,
+        labels: torch.Tensor | None,
+        bank: RepresentationBank,
+        call: Any = None,
     ) -> torch.Tensor:
-        terms = self.terms(query, idx, labels, bank)
+        terms = self.terms(query, idx, labels, bank, call)
         self.calls += 1
         if not terms:
             return query.new_zeros(())

@@ -75,6 +75,7 @@ class CapObjective:
         self.num_examples, self.bank_dir = num_examples, bank_dir
         self.bank: RepresentationBank | None = None
         self.last_parts: dict[str, float] = {}
+        self.position: Any = None  # set by the trainer hooks: names the extra-example draw of this batch
         self.student_passes = 0  # the first student pass fills the pre-trained bank, later ones add snapshots
 
     # -- banks --------------------------------------------------------------------------------------------------
@@ -160,7 +161,7 @@ class CapObjective:
             if idx is None:
                 raise ValueError("CAP's contrastive modules need an 'idx' column (dataset index) in every batch")
             labels = batch.get("labels") if cfg.supervised else None
-            contrast = self.contrastive(query, idx, labels, self.bank)
+            contrast = self.contrastive(query, idx, labels, self.bank, self.position)
             total = total + contrast.to(total.dtype)
             parts["contrastive"] = float(contrast.detach())
         if self.movement is not None:
