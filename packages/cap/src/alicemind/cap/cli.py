@@ -3,8 +3,129 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
+
+from alicemind.core.cli import CliError, add_recipe_arguments, recipe_from_args
+from alicemind.core.cli.schema import Rule, register_recipe_rules
+
+SPARSITY = Rule(float, min=0, max=0.999999)
+register_recipe_rules(
+    "cap",
+    {
+        "cap.method": Rule(str, choices=("cap-f", "cap-m", "cap-soft")),
+        "cap.scope": Rule(str, choices=("local", "global")),
+        "cap.final_sparsity": SPARSITY,
+        "cap.initial_sparsity": SPARSITY,
+        "cap.sparsities": SPARSITY,
+        "cap.tau": Rule(float, min=0, min_exclusive=True),
+        "cap.kd_temperature": Rule(float, min=0, min_exclusive=True),
+        "cap.max_snapshots": Rule(int, min=0),
+        "cap.extra_examples": Rule(int, min=0),
+        "cap.bank_dtype": Rule(str, choices=("float16", "bfloat16", "float32")),
+    },
+)
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from alicemind.cap.glue import run_glue_recipe
+
+    summary = run_glue_recipe(recipe_from_args("cap", args), progress_bar=not args.no_progress)
+    print(json.dumps(summary, indent=1, default=str))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from alicemind.cap.export import REPORT_FILE, STRUCTURE_FILE, count_parameters, load_pruned
+    from alicemind.cap.glue import encode, make_eval_fn, require_transformers, task_folder
+    from alicemind.core.data import DataCollatorWithPadding, get_task, load_task_examples
+
+    transformers = require_transformers()
+    folder = Path(args.model)
+    if not (folder / "config.json").is_file():
+        raise CliError(f"{folder} is not a pruned model folder (no config.json); give an 'alicemind cap prune' output")
+    config = transformers.AutoConfig.from_pretrained(str(folder))
+    archs = getattr(config, "architectures", None) or ["AutoModelForSequenceClassification"]
+    model_cls = getattr(transformers, archs[0], None)
+    if model_cls is None:
+        raise CliError(f"transformers has no class {archs[0]} (from {folder}/config.json)")
+    model = load_pruned(model_cls, folder)
+    task = get_task(args.task)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(args.tokenizer or folder))
+    examples = load_task_examples(task, task_folder(args.data_dir, task), args.split)
+    features = encode(tokenizer, task, examples, args.max_seq_length)
+    collate = DataCollatorWithPadding(pad_token_id=tokenizer.pad_token_id or 0)
+    metrics = make_eval_fn(task, features, collate, args.batch_size)(model.eval())
+    result = {"task": task.name, "split": args.split, "parameters": count_parameters(model), **metrics}
+    for name in (STRUCTURE_FILE, REPORT_FILE):
+        if (folder / name).is_file():
+            report = json.loads((folder / name).read_text(encoding="utf-8"))
+            result["sparsity"] = report.get("overall", report.get("heads_per_layer"))
+    print(json.dumps(result, indent=1))
+    if args.output:
+        Path(args.output).write_text(json.dumps(result, indent=1), encoding="utf-8")
+    return 0
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from alicemind.cap import reproduce
+
+    if args.mini:
+        cfg = reproduce.MiniConfig(model_dir=args.model_dir, threads=args.threads)
+        if args.seeds is not None:
+            if not 1 <= args.seeds <= len(reproduce.SEEDS):
+                raise CliError(f"--seeds must be between 1 and {len(reproduce.SEEDS)}, got {args.seeds}")
+            cfg.seeds = reproduce.SEEDS[: args.seeds]
+        results = reproduce.run_mini(cfg)
+        text = reproduce.format_mini(results)
+        out = Path(args.output or "cap_mini.md")
+        out.write_text(text, encoding="utf-8")
+        out.with_suffix(".json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+        print(text)
+        return 0
+    if not args.runs:
+        raise CliError("give the output folders of 'alicemind cap prune' runs, or --mini")
+    text = reproduce.paper_table(args.runs)
+    print(text, end="")
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``cap`` command and its verbs (builds parsers only)."""
-    subparsers.add_parser("cap", help="ContrastivePruning: CAP-f / CAP-m / CAP-soft for any encoder")
+    parser = subparsers.add_parser(
+        "cap", help="ContrastivePruning: CAP-f (heads + FFN neurons), CAP-m / CAP-soft (movement) for any encoder"
+    )
+    verbs = parser.add_subparsers(title="verbs", dest="verb", metavar="VERB", required=True)
+    prune = verbs.add_parser(
+        "prune",
+        help="prune a pre-trained encoder on a GLUE task with a fine-tuned teacher (glue-* recipes)",
+        description="CAP-f recipes (glue-mnli, glue-qqp, glue-sst-2) run the iterative 10%..90% loop and keep every "
+        "step's smaller model in output_dir/step-K/model; glue-qqp-cap-m / glue-qqp-cap-soft run movement pruning "
+        "and write output_dir/model with a per-matrix sparsity report. Example: alicemind cap prune --recipe "
+        "glue-sst-2 data_dir=glue/SST-2 model=bert-base-uncased/ teacher=bert-sst2/ output_dir=runs/cap-sst2",
+    )
+    add_recipe_arguments(prune, default="glue-sst-2")
+    prune.add_argument("--no-progress", action="store_true", help="no progress bars")
+    prune.set_defaults(func=_prune)
+    evaluate = verbs.add_parser("evaluate", help="evaluate a pruned model folder on a GLUE task's dev set")
+    evaluate.add_argument("--model", required=True, help="a folder written by 'alicemind cap prune' (or export_pruned)")
+    evaluate.add_argument("--data-dir", required=True, help="the task folder (or a folder with one per task)")
+    evaluate.add_argument("--task", required=True, help="GLUE task name, e.g. sst-2, qqp, mnli")
+    evaluate.add_argument("--split", default="dev")
+    evaluate.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the model folder)")
+    evaluate.add_argument("--max-seq-length", type=int, default=128)
+    evaluate.add_argument("--batch-size", type=int, default=64)
+    evaluate.add_argument("--output", default=None, help="also write the metrics JSON here")
+    evaluate.set_defaults(func=_evaluate)
+    reproduce = verbs.add_parser(
+        "reproduce", help="the paper's numbers beside ours for prune runs, or --mini: the laptop reproduction"
+    )
+    reproduce.add_argument("runs", nargs="*", help="output folders of 'alicemind cap prune' runs")
+    reproduce.add_argument("--mini", action="store_true", help="all-MiniLM-L6-v2 on a real offline task (~10 min CPU)")
+    reproduce.add_argument("--model-dir", default=None, help="Hugging Face BERT folder (default: all-MiniLM-L6-v2)")
+    reproduce.add_argument("--seeds", type=int, default=None, help="number of seeds for --mini (default 3)")
+    reproduce.add_argument("--threads", type=int, default=None, help="torch threads (1 is faster on a busy machine)")
+    reproduce.add_argument("--output", default=None, help="Markdown file to write")
+    reproduce.set_defaults(func=_reproduce)

