@@ -126,7 +126,11 @@ def find_tf_prefix(path: Path) -> Path | None:
             local = path / prefix.name  # a tarball moved elsewhere: the path inside names the old place
             if Path(f"{local}.index").is_file():
                 return local
-    indexes = sorted(path.glob("*.index"))
+    indexes = sorted(path.glob("*.index")) or sorted(path.glob("*/*.index"))  # a tarball's top folder
+    if not (path / "checkpoint").is_file() and len({p.parent for p in indexes}) == 1 and indexes:
+        nested = indexes[0].parent
+        if nested != path and (nested / "checkpoint").is_file():
+            return find_tf_prefix(nested)
     if len(indexes) > 1:
         raise CheckpointError(f"{path} holds {len(indexes)} TF checkpoints and no 'checkpoint' file naming one")
     return indexes[0].with_suffix("") if indexes else None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -313,16 +313,24 @@ class LatticeBertTokenizer:
 
 
 def build_lexicon(
-    lines: Iterable[str], path: str | Path, *, min_count: int = 2, max_words: int | None = None, min_chars: int = 2
+    lines: Iterable[str],
+    path: str | Path,
+    *,
+    min_count: int = 2,
+    max_words: int | None = None,
+    min_chars: int = 2,
+    exclude: Container[str] = (),
 ) -> int:
     """Segment a user's corpus with jieba and write the words seen at least ``min_count`` times (most frequent
     first, at most ``max_words``; words of fewer than ``min_chars`` characters are left to the character units)
-    as a plain lexicon file; returns the number of words written."""
+    as a plain lexicon file; returns the number of words written. Words in ``exclude`` (the character vocab) are
+    dropped: a lexicon name equal to a character token is refused by the tokenizer."""
     import jieba
 
     counts: Counter[str] = Counter()
     for line in lines:
-        counts.update(w for w in jieba.lcut(line.strip()) if len(w.strip()) >= min_chars and not w.isspace())
+        words = (w.strip().lower() for w in jieba.lcut(line.strip()))
+        counts.update(w for w in words if len(w) >= min_chars and w not in exclude)
     words = [w for w, c in counts.most_common(max_words) if c >= min_count]
     Path(path).write_text("".join(f"{w}\n" for w in words), encoding="utf-8")
     return len(words)
