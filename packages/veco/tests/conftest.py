@@ -24,6 +24,16 @@ def tiny_nlg_config(**overrides) -> VecoConfig:
     return VecoConfig.from_preset("veco.tiny.nlg", **{"hidden_dropout_prob": 0.0, **overrides})
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from more threads, and on a shared 2-core machine two threads per process
+    oversubscribe it badly (a 6x slower training test); restored after each test of this package."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def rng():
     return torch.Generator().manual_seed(0)

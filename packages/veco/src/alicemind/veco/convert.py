@@ -69,6 +69,7 @@ HEADS_TO_HF = [(r"^lm_head\.norm\.", "lm_head.layer_norm.")]
 HEADS_FROM_HF = [(r"^lm_head\.layer_norm\.", "lm_head.norm.")]
 HEAD_KEYS = r"^(lm_head|classifier|qa_outputs)\."
 KNOWN_UNUSED = [r"(^|\.)position_ids$", r"(^|\.)token_type_ids$", r"^lm_head\.decoder\.bias$"]
+OWN_HEADS = {"VecoModel": r"$^", "VecoForQuestionAnswering": r"^qa_outputs\.", "VecoForPreTraining": r"^lm_head\."}
 NLU_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
@@ -129,9 +130,7 @@ def read_nlu_checkpoint(cls, path: Path, **overrides: Any) -> LoadedCheckpoint:
         state = {(k if re.match(HEAD_KEYS, k) else prefix + k): v for k, v in state.items()}
     elif not prefix and has_prefix:
         state = {(k[len("roberta.") :] if k.startswith("roberta.") else k): v for k, v in state.items()}
-    heads = {"VecoForQuestionAnswering": r"^qa_outputs\."}.get(cls.__name__, r"^classifier\.")
-    if cls.__name__ == "VecoModel":
-        heads = r"$^"
+    heads = OWN_HEADS.get(cls.__name__, r"^classifier\.")
     head_sizes = {k: v.shape[0] for k, v in state.items() if re.match(r"^classifier\.(out_proj\.)?weight$", k)}
     if cls.__name__ in ("VecoForSequenceClassification", "VecoForTokenClassification") and "num_labels" not in overrides:
         size = head_sizes.get("classifier.out_proj.weight", head_sizes.get("classifier.weight"))

@@ -122,6 +122,9 @@ class VecoModel(VecoPreTrainedModel):
     """The encoder: RoBERTa-style embeddings (positions offset by pad + 1, one token type), a post-LN stack and the
     ``<s>`` pooler. With ``cross_attention=True`` every block also holds the plug-in cross-attention."""
 
+    # A masked-LM checkpoint (pre-training, XLMRobertaForMaskedLM) has no pooler: it is initialised, with a warning.
+    optional_keys = (r"^pooler\.",)
+
     def __init__(self, config: VecoConfig, *, add_pooling_layer: bool = True, cross_attention: bool = False):
         super().__init__(config)
         c = config

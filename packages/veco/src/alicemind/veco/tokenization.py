@@ -44,6 +44,7 @@ class VecoTokenizer(SentencePieceTokenizer):
                 specials["mask"] = None  # the NLG dictionary has no <mask> row (the checkpoint's is dropped)
             kwargs["special_tokens"] = specials
             self._dict_lines, self._symbols = lines, symbols
+            self._index = {s: i for i, s in enumerate(symbols)}  # the base class looks special tokens up in it
         super().__init__(model, **kwargs)
         if self._dict_lines is not None:
             self._use_dictionary()
@@ -51,7 +52,6 @@ class VecoTokenizer(SentencePieceTokenizer):
     # ----- the dictionary layout ----------------------------------------------------------------------------
     def _use_dictionary(self) -> None:
         symbols = self._symbols
-        self._index = {s: i for i, s in enumerate(symbols)}
         fixed = {s: i for i, s in enumerate(symbols) if s in FAIRSEQ_SPECIAL_SYMBOLS or s == "<mask>" or LANG_TAG.match(s)}
         self._fixed, self._fixed_by_id = fixed, {i: s for s, i in fixed.items()}
         pieces = self._sp.id_to_piece(list(range(self._sp.get_piece_size())))
