@@ -95,7 +95,10 @@ def released_names(num_layers: int, head: str) -> dict[str, tuple[str, bool]]:
         "bert/pooler/dense/bias": ("pooler.dense.bias", False),
     }
     for i in range(4):
-        names[f"bert/encoder/relative_position_scores_{i}"] = (f"position_bias.relative_position_scores.{i}.weight", False)
+        names[f"bert/encoder/relative_position_scores_{i}"] = (
+            f"position_bias.relative_position_scores.{i}.weight",
+            False,
+        )
     parts = {"attention/self/query": "self_attn.q_proj", "attention/self/key": "self_attn.k_proj",
              "attention/self/value": "self_attn.v_proj", "attention/output/dense": "self_attn.out_proj",
              "intermediate/dense": "ffn.fc_in", "output/dense": "ffn.fc_out"}  # fmt: skip

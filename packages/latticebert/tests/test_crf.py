@@ -12,7 +12,7 @@ from alicemind.latticebert.crf import CRF
 
 def path_score(crf, emissions, path):
     score = sum(float(emissions[t, tag]) for t, tag in enumerate(path))
-    return score + sum(float(crf.transitions[a, b]) for a, b in zip(path, path[1:]))
+    return score + sum(crf.transitions[a, b].item() for a, b in zip(path, path[1:]))
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -30,7 +30,7 @@ def test_viterbi_and_partition_equal_brute_force(seed):
         paths = list(itertools.product(range(tags), repeat=n))
         scores = torch.tensor([path_score(crf, emissions[row], p) for p in paths], dtype=torch.float64)
         assert tuple(decoded[row]) == paths[int(scores.argmax())]
-        assert abs(float(log_z[row]) - float(torch.logsumexp(scores, 0))) < 1e-4
+        assert abs(log_z[row].item() - torch.logsumexp(scores, 0).item()) < 1e-4
         gold = torch.tensor([list(paths[0]) + [0] * (length - n)])
         got = crf.sequence_score(emissions[row : row + 1], gold, mask[row : row + 1])
         assert abs(float(got) - path_score(crf, emissions[row], paths[0])) < 1e-5

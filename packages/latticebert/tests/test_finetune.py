@@ -105,3 +105,29 @@ def test_clue_classification_learns(tmp_path, tokenizer_dir):
     }  # fmt: skip
     result = run_finetune(recipe, progress_bar=False)
     assert result.metrics["accuracy"] >= 0.9, result.metrics
+
+
+def test_question_answering_head_learns_a_span(tokenizer):
+    from labert_testing import tiny_config
+
+    from alicemind.latticebert import LatticeBertForQuestionAnswering
+
+    torch.manual_seed(0)
+    model = LatticeBertForQuestionAnswering(tiny_config(tokenizer.vocab_size, hidden_dropout_prob=0.0))
+    batch = tokenizer(["北京在哪", "上海在哪"], ["我们在北京工作", "我们在上海工作"])
+    # The answer is the place name: its two characters in the second text.
+    start = torch.tensor([int((batch["input_ids"][i] == tokenizer.get_vocab()[c]).nonzero()[-1]) for i, c in
+                          enumerate("北上")])  # fmt: skip
+    end = start + 1
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(30):
+        loss = model(**batch, start_positions=start, end_positions=end).loss
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    s_logits, e_logits = model(**batch).logits
+    assert float(loss) < 0.2 * first
+    assert s_logits.argmax(-1).tolist() == start.tolist() and e_logits.argmax(-1).tolist() == end.tolist()

@@ -103,3 +103,26 @@ def test_batch_tensors_and_save_roundtrip(tokenizer, tmp_path):
     again = LatticeBertTokenizer.from_pretrained(tmp_path / "tok")
     assert again.get_vocab() == tokenizer.get_vocab()
     assert again.encode("研究生命起源").input_ids == tokenizer.encode("研究生命起源").input_ids
+
+
+def test_the_original_test_sentence(tmp_path):
+    # The vocabulary and lexicon of the original's tokenization_labert_test.py (it printed, asserting nothing).
+    chars = "州 市 是 中 华 人 民 共 和 国 安 徽 省 下 辖 的 地 级 。".split()
+    (tmp_path / "vocab.txt").write_text(
+        "".join(f"{t}\n" for t in ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars])
+    )
+    words = "州市 中华 人民 华人 共和 共和国 中华人民共和国 国安 安徽 安徽省 下辖 地级市".split()
+    (tmp_path / "lexicon.txt").write_text("".join(f"{w}\n" for w in words))
+    tok = LatticeBertTokenizer.from_files(tmp_path / "vocab.txt", tmp_path / "lexicon.txt")
+    lat = tok.lattice("州市是中华人民共和国安徽省下辖的地级市。")
+    assert (
+        lat.tokens
+        == (
+            "州 市 州市 是 中 华 中华 人 华人 民 人民 共 和 共和 国 共和国 中华人民共和国 安 国安 徽 安徽 省 安徽省 "
+            "下 辖 下辖 的 地 级 市 地级市 。"
+        ).split()
+    )
+    # Cut points 2, 3, 13, 15, 16, 19: seven segments, the long one holding 10 characters and 9 words.
+    assert cut_points(lat.starts, lat.lengths, 20) == [2, 3, 13, 15, 16, 19]
+    assert [len(s) for s in lat.segments] == [3, 1, 19, 3, 1, 4, 1]
+    assert [lat.tokens[i] for i in lat.segments[5]] == ["地", "级", "市", "地级市"]

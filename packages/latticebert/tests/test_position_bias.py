@@ -6,9 +6,9 @@ from __future__ import annotations
 import math
 
 import torch
+from labert_testing import tiny_config
 
 from alicemind.latticebert import LatticeBertModel
-from labert_testing import tiny_config
 
 
 def reference_bias(bias_module, starts: list[int], ends: list[int]) -> torch.Tensor:
@@ -22,15 +22,21 @@ def reference_bias(bias_module, starts: list[int], ends: list[int]) -> torch.Ten
         return linear.weight.double() @ vec + linear.bias.double()
 
     def pos_vec(i):
-        return torch.cat([m.start_position_embeddings.weight[starts[i]], m.end_position_embeddings.weight[ends[i]]]).double()
+        return torch.cat(
+            [m.start_position_embeddings.weight[starts[i]], m.end_position_embeddings.weight[ends[i]]]
+        ).double()
 
     def clip(x):
         return max(-r, min(r, x)) + r
 
     for h in range(heads):
         hs = slice(h * d, (h + 1) * d)
-        theta_row = (proj(m.query_position, m.reset_theta_1.double())[hs] @ proj(m.key_position, m.reset_theta_1.double())[hs]) / math.sqrt(d)
-        theta_col = (proj(m.query_position, m.reset_theta_2.double())[hs] @ proj(m.key_position, m.reset_theta_2.double())[hs]) / math.sqrt(d)
+        theta_row = (
+            proj(m.query_position, m.reset_theta_1.double())[hs] @ proj(m.key_position, m.reset_theta_1.double())[hs]
+        ) / math.sqrt(d)
+        theta_col = (
+            proj(m.query_position, m.reset_theta_2.double())[hs] @ proj(m.key_position, m.reset_theta_2.double())[hs]
+        ) / math.sqrt(d)
         for i in range(length):
             for j in range(length):
                 if j == 0:

@@ -91,7 +91,10 @@ def backbone_variables(config: LatticeBertConfig, *, pooler: bool = True) -> dic
         "bert/encoder/relative_att_reset_theta_2": ("position_bias.reset_theta_2", False),
     }
     for i in range(4):
-        out[f"bert/encoder/relative_position_scores_{i}"] = (f"position_bias.relative_position_scores.{i}.weight", False)
+        out[f"bert/encoder/relative_position_scores_{i}"] = (
+            f"position_bias.relative_position_scores.{i}.weight",
+            False,
+        )
     for layer in range(config.num_hidden_layers):
         for tf, ours in _LAYER.items():
             rule = _norm if tf.endswith("LayerNorm") else _dense
@@ -179,7 +182,8 @@ def convert_tf_variables(
     missing = [tf for tf, (key, _) in mapping.items() if key not in state]
     if missing:
         raise CheckpointError(
-            f"{source}: missing variable {missing[0]!r}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+            f"{source}: missing variable {missing[0]!r}"
+            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
         )
     fresh = [key for tf, (key, _) in heads.items() if key not in state]
     if head_kind == "pretraining" and prefix + "embeddings.word_embeddings.weight" in state:

@@ -52,7 +52,9 @@ class LatticePositionBias(nn.Module):
     def forward(self, starts: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
         """``starts``/``ends`` ``[B, L]`` (inclusive ends; padding may be 0) -> bias ``[B, heads, L, L]``."""
         if starts.shape != ends.shape or starts.ndim != 2:
-            raise ValueError(f"lattice_starts {tuple(starts.shape)} and lattice_ends {tuple(ends.shape)} must be [B, L]")
+            raise ValueError(
+                f"lattice_starts {tuple(starts.shape)} and lattice_ends {tuple(ends.shape)} must be [B, L]"
+            )
         if bool((starts < 0).any()) or bool((ends < starts).any()):
             raise ValueError("lattice positions must satisfy 0 <= start <= end")
         top = int(ends.max()) if ends.numel() else 0

@@ -117,7 +117,7 @@ def create_instances(
     out = []
     max_units = data.max_seq_length - 3
     for _ in range(data.dupe_factor):
-        for doc_index, doc in enumerate(documents):
+        for doc_index in range(len(documents)):
             out += _document_instances(documents, doc_index, tokenizer, data, max_units, rng)
     rng.shuffle(out)
     return out
@@ -230,7 +230,9 @@ class PretrainResult:
     final: dict[str, float]
 
 
-def run_pretraining(recipe: dict[str, Any], *, progress_bar: bool = True, overrides: Sequence[str] = ()) -> PretrainResult:
+def run_pretraining(
+    recipe: dict[str, Any], *, progress_bar: bool = True, overrides: Sequence[str] = ()
+) -> PretrainResult:
     """Build the shards, pre-train, write ``output_dir/model`` (weights + tokenizer) and ``pretrain_results.json``."""
     from alicemind.core.cli import CliError
 
