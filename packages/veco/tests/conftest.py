@@ -24,10 +24,11 @@ def tiny_nlg_config(**overrides) -> VecoConfig:
     return VecoConfig.from_preset("veco.tiny.nlg", **{"hidden_dropout_prob": 0.0, **overrides})
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """Tiny models gain nothing from more threads, and on a shared 2-core machine two threads per process
-    oversubscribe it badly (a 6x slower training test); restored after each test of this package."""
+    oversubscribe it badly (a 6x slower training test); restored after each test module of this
+    package (module scope, so it also covers the module-scoped fixtures that train)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

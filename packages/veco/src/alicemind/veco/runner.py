@@ -1,0 +1,134 @@
+"""``alicemind veco pretrain`` and ``reproduce`` as plain functions over recipe dicts (``recipes/*.yaml``)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from alicemind.core.training import Trainer, TrainingConfig
+from alicemind.core.training.run_manifest import recipe_identity
+from alicemind.veco.config import VecoConfig
+from alicemind.veco.pretraining import (
+    LOSS_TERMS,
+    CaMlmCollator,
+    PretrainingDataConfig,
+    VecoForPreTraining,
+    encode_pair_instances,
+    pairs_from_documents,
+)
+
+
+def pretraining_pairs(recipe: dict[str, Any]) -> list[tuple[str, str]]:
+    """CA-MLM pairs: bilingual ``pairs`` (TSV source<TAB>target) and adjacent sentences of the ``corpus``
+    (one sentence per line, a blank line between documents)."""
+    from alicemind.core.data import read_documents
+
+    from alicemind.veco.data import read_task_rows
+
+    pairs: list[tuple[str, str]] = []
+    if recipe.get("pairs"):
+        pairs += read_task_rows("translation", Path(recipe["pairs"]))
+    if recipe.get("corpus"):
+        pairs += pairs_from_documents(read_documents(recipe["corpus"]))
+    if not pairs:
+        raise FileNotFoundError("the recipe has no data: set pairs=FILE.tsv (bilingual) and/or corpus=FILE.txt")
+    return pairs
+
+
+def _collator(tokenizer, config: VecoConfig, data: PretrainingDataConfig, seed: int) -> CaMlmCollator:
+    return CaMlmCollator(pad_token_id=config.pad_token_id, mask_token_id=tokenizer.mask_token_id,
+                         vocab_size=config.vocab_size, special_ids=tokenizer.all_special_ids, config=data,
+                         seed=seed)  # fmt: skip
+
+
+@torch.no_grad()
+def pretraining_losses(model, tokenizer, features, data: PretrainingDataConfig, *, seed: int = 0,
+                       batch_size: int = 32) -> dict[str, float]:  # fmt: skip
+    """Mean of each of the four loss terms over ``features``, masked with a fixed seed (comparable across calls)."""
+    model.eval()
+    collate = _collator(tokenizer, model.config, data, seed)
+    device = next(model.parameters()).device
+    totals = dict.fromkeys(LOSS_TERMS, 0.0)
+    batches = 0
+    for start in range(0, len(features), batch_size):
+        batch = {k: v.to(device) for k, v in collate(features[start : start + batch_size]).items()}
+        metrics = model(**batch).metrics
+        for term in LOSS_TERMS:
+            totals[term] += float(metrics[term])
+        batches += 1
+    model.train()
+    return {k: v / max(batches, 1) for k, v in totals.items()}
+
+
+def pretrain(recipe: dict[str, Any]) -> dict[str, Any]:
+    """MLM + CA-MLM pre-training; saves ``VecoForPreTraining`` (loadable as ``VecoModel`` with the cross-attention
+    unplugged, or into the NLG model by :func:`~alicemind.veco.pretraining.init_nlg_from_pretraining`)."""
+    from alicemind.veco.finetuning import load_tokenizer, resolve_checkpoint
+
+    tokenizer = load_tokenizer(Path("."), recipe["tokenizer"])
+    if tokenizer.mask_token_id is None:
+        raise ValueError("pre-training needs a <mask> token: use the tokenizer without a dict.txt (XLM-R ids)")
+    spec = recipe["model"]
+    if spec.get("init"):
+        model = VecoForPreTraining.from_pretrained(resolve_checkpoint(spec["init"]))
+    else:
+        config = VecoConfig.from_preset(spec["preset"], **{"vocab_size": len(tokenizer), **(spec.get("config") or {})})
+        model = VecoForPreTraining(config)
+    if model.config.vocab_size < len(tokenizer):
+        raise ValueError(f"the model has {model.config.vocab_size} embedding rows but the tokenizer {len(tokenizer)} ids")
+    data = PretrainingDataConfig(**(recipe.get("data") or {}))
+    pairs = pretraining_pairs(recipe)
+    features = encode_pair_instances(tokenizer, pairs, data.max_length)
+    training = dict(recipe["training"])
+    seed = training.get("seed", 42)
+    loader = DataLoader(features, batch_size=training.get("per_device_batch_size") or 32, shuffle=True,
+                        collate_fn=_collator(tokenizer, model.config, data, seed),
+                        generator=torch.Generator().manual_seed(seed))  # fmt: skip
+    files = {k: recipe[k] for k in ("pairs", "corpus") if recipe.get(k)}
+    identity = recipe_identity(recipe, files=files, vocab=tokenizer.get_vocab(), distributions=("alicemind-veco",))
+    trainer = Trainer(model, TrainingConfig.from_dict(training), loader, run_identity=identity)
+    state = trainer.train()
+    out = Path(training.get("output_dir") or "runs/veco-pretrain") / "final"
+    trainer.model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    trainer.finalize()
+    return {"output_dir": str(out), "instances": len(features), "history": state.log_history}
+
+
+def reproduce(recipe: dict[str, Any], *, only: Sequence[str] = (), progress: bool = True) -> list[dict[str, Any]]:
+    """Fine-tune and evaluate every task of a paper table; rows of ours beside the paper's."""
+    from alicemind.core.cli import apply_overrides, load_recipe
+
+    from alicemind.veco.finetuning import finetune
+
+    rows = []
+    for name, task in recipe["tasks"].items():
+        if only and name not in only:
+            continue
+        task_recipe = apply_overrides(load_recipe("veco", task["recipe"]), list(recipe.get("overrides") or []))
+        task_recipe = copy.deepcopy(task_recipe)
+        if recipe.get("model"):
+            task_recipe["model"] = recipe["model"]
+        if recipe.get("data_dir"):
+            task_recipe["data_dir"] = str(Path(recipe["data_dir"]) / task.get("data_subdir", name))
+        base = task_recipe["training"].get("output_dir") or "runs/veco-reproduce"
+        task_recipe["training"] = {**task_recipe["training"], "output_dir": str(Path(base) / name)}
+        result = finetune(task_recipe, progress=progress)
+        ours = result["results"].get("avg", next(iter(result["results"].values())))
+        for metric, value in (task.get("published") or {}).items():
+            rows.append({"task": name, "metric": metric, "ours": ours.get(metric), "published": value})
+    return rows
+
+
+def format_reproduce_table(rows: Sequence[dict[str, Any]]) -> str:
+    """A Markdown table of :func:`reproduce` rows (percent)."""
+    lines = ["| task | metric | ours | paper |", "|---|---|---|---|"]
+    for r in rows:
+        ours = "-" if r["ours"] is None else f"{100 * r['ours']:.1f}"
+        lines.append(f"| {r['task']} | {r['metric']} | {ours} | {100 * r['published']:.1f} |")
+    return "\n".join(lines)
