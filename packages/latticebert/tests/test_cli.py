@@ -96,3 +96,21 @@ def test_one_line_errors(tmp_path, capsys, monkeypatch):
     assert main(["latticebert", "finetune", "--recipe", "clue-afqmc", "kind=regress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 4 and all(line.startswith(("alicemind", "error")) for line in err), err
+
+
+def test_pretrain_verb_writes_a_loadable_model(tmp_path, release_folder, capsys):
+    from test_pretraining import write_corpus
+
+    from alicemind.latticebert import LatticeBertForPreTraining
+
+    folder, _ = release_folder
+    corpus = write_corpus(tmp_path / "corpus.txt", docs=4)
+    args = ["latticebert", "pretrain", "--recipe", "pretrain-demo", "--no-progress", f"corpus={corpus}",
+            f"tokenizer={folder}", f"output_dir={tmp_path / 'pt'}", "data.max_seq_length=24", "data.dupe_factor=1",
+            "training.max_steps=2", "training.per_device_batch_size=4", "training.precision=fp32"]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "eval mlm_loss:" in out and "eval sr_loss:" in out
+    model = LatticeBertForPreTraining.from_pretrained(tmp_path / "pt" / "model")
+    assert model.source_format == "alicemind"
+    assert model.cls_predictions.decoder.weight is model.bert.embeddings.word_embeddings.weight

@@ -33,7 +33,7 @@ def test_viterbi_and_partition_equal_brute_force(seed):
         assert abs(log_z[row].item() - torch.logsumexp(scores, 0).item()) < 1e-4
         gold = torch.tensor([list(paths[0]) + [0] * (length - n)])
         got = crf.sequence_score(emissions[row : row + 1], gold, mask[row : row + 1])
-        assert abs(float(got) - path_score(crf, emissions[row], paths[0])) < 1e-5
+        assert abs(got.item() - path_score(crf, emissions[row], paths[0])) < 1e-5
 
 
 def test_nll_is_positive_and_mask_must_be_a_prefix():

@@ -131,3 +131,17 @@ def test_question_answering_head_learns_a_span(tokenizer):
     s_logits, e_logits = model(**batch).logits
     assert float(loss) < 0.2 * first
     assert s_logits.argmax(-1).tolist() == start.tolist() and e_logits.argmax(-1).tolist() == end.tolist()
+
+
+def test_bmes_tags_score_as_entities(tmp_path, tokenizer_dir):
+    from alicemind.core.data.own_spans import read_conll
+    from alicemind.latticebert.finetuning import _as_bioes
+
+    path = tmp_path / "train.bmes"
+    write_conll(path, [(list("我在中国人民大学"), ["O", "O", "B-ORG", "M-ORG", "M-ORG", "M-ORG", "M-ORG", "E-ORG"]),
+                       (list("北京很好"), ["B-LOC", "E-LOC", "S-X", "O"])])  # fmt: skip
+    sentences = read_conll(path)
+    refs = [_as_bioes(s.tags) for s in sentences]
+    assert span_f1(refs, refs)["f1"] == 1.0
+    wrong = [_as_bioes(["O", "O", "B-ORG", "M-ORG", "E-ORG", "O", "O", "O"]), refs[1]]
+    assert span_f1(refs, wrong) == pytest.approx({"precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3})

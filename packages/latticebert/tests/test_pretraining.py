@@ -85,9 +85,11 @@ def test_single_document_uses_random_next_only(tokenizer):
 @pytest.mark.parametrize("seed", [0])
 def test_short_pretraining_run_lowers_both_losses(tmp_path, tokenizer, seed):
     corpus = write_corpus(tmp_path / "corpus.txt", docs=32)
+    held_out = write_corpus(tmp_path / "held_out.txt", docs=12, seed=1)
     tokenizer.save_pretrained(tmp_path / "tok")
     recipe = {
-        "corpus": str(corpus), "tokenizer": str(tmp_path / "tok"), "scratch_config": "latticebert.test",
+        "corpus": str(corpus), "eval_corpus": str(held_out), "tokenizer": str(tmp_path / "tok"),
+        "scratch_config": "latticebert.test",
         "output_dir": str(tmp_path / "run"),
         "model_config": {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0},
         "data": {"max_seq_length": 32, "dupe_factor": 4},

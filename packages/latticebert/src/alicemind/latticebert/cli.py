@@ -91,7 +91,7 @@ def _pretrain(args: argparse.Namespace) -> int:
     result = run_pretraining(recipe, progress_bar=not args.no_progress, overrides=args.overrides)
     print(f"pre-trained on {result.num_instances} instances -> {result.model_dir}")
     for name in sorted(result.final):
-        print(f"  held-out {name}: {result.initial.get(name, float('nan')):.4f} -> {result.final[name]:.4f}")
+        print(f"  eval {name}: {result.initial.get(name, float('nan')):.4f} -> {result.final[name]:.4f}")
     return 0
 
 

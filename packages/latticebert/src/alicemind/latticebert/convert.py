@@ -213,9 +213,9 @@ def read_latticebert_checkpoint(model_class, path: Path, **config_overrides: Any
         state, unused = _normalise_own(model_class, load_state_dict_file(path / WEIGHTS_NAME))
         if model_class.head_kind == "pretraining" and "cls_predictions.decoder.weight" not in state:
             state["cls_predictions.decoder.weight"] = state["bert.embeddings.word_embeddings.weight"]
-        if model_class.head_kind == "model" and "pooler.dense.weight" not in state:
-            unused = (*unused, r"^pooler\.")
-        return LoadedCheckpoint(config, state, "alicemind", ignore_unexpected=unused)
+        # A tagging or QA folder has no pooler: an encoder read from it starts its pooler fresh (with a warning).
+        no_pooler = (r"^pooler\.",) if model_class.head_kind == "model" and "pooler.dense.weight" not in state else ()
+        return LoadedCheckpoint(config, state, "alicemind", ignore_missing=no_pooler, ignore_unexpected=unused)
     prefix = find_tf_prefix(path)
     if prefix is None:
         raise FileNotFoundError(

@@ -206,8 +206,8 @@ def pretraining_collator(pad_token_id: int):
     return collate
 
 
-def held_out_losses(model, loader) -> dict[str, float]:
-    """Mean MSP/MLM and sentence-relation losses and accuracies over ``loader``."""
+def eval_losses(model, loader) -> dict[str, float]:
+    """Mean MSP/MLM and sentence-relation losses and accuracies over ``loader`` (the evaluation instances)."""
     model.eval()
     device = next(model.parameters()).device
     sums: dict[str, float] = {}
@@ -250,8 +250,12 @@ def run_pretraining(
     train_cfg.output_dir = str(output_dir)
     shard_dir = output_dir / "shards"
     count = build_shards(corpus, tokenizer, data, shard_dir, seed=train_cfg.seed)
-    held_out = PretrainingDataConfig(**{**dict(recipe.get("data") or {}), "dupe_factor": 1})
-    build_shards(corpus, tokenizer, held_out, output_dir / "shards-held-out", seed=train_cfg.seed + 1)
+    # Evaluation instances: from eval_corpus (held out) when given, else the training text paired and masked anew.
+    eval_corpus = recipe.get("eval_corpus") or corpus
+    if not Path(eval_corpus).is_file():
+        raise CliError(f"eval_corpus {eval_corpus!r} is not a file")
+    eval_data = PretrainingDataConfig(**{**dict(recipe.get("data") or {}), "dupe_factor": 1})
+    build_shards(eval_corpus, tokenizer, eval_data, output_dir / "shards-eval", seed=train_cfg.seed + 1)
     if recipe.get("model"):
         model = LatticeBertForPreTraining.from_pretrained(recipe["model"], **dict(recipe.get("model_config") or {}))
     else:
@@ -266,15 +270,15 @@ def run_pretraining(
     batch_size = train_cfg.per_device_batch_size or 32
     loader = DataLoader(ShardDataset(shard_dir), batch_size=batch_size, shuffle=True, collate_fn=collate,
                         generator=torch.Generator().manual_seed(train_cfg.seed))  # fmt: skip
-    eval_loader = DataLoader(ShardDataset(output_dir / "shards-held-out"), batch_size=batch_size, collate_fn=collate)
-    initial = held_out_losses(model, eval_loader)
+    eval_loader = DataLoader(ShardDataset(output_dir / "shards-eval"), batch_size=batch_size, collate_fn=collate)
+    initial = eval_losses(model, eval_loader)
     identity = recipe_identity(recipe, files={"corpus": corpus}, vocab=tokenizer.get_vocab(),
                                exclude=("training", "output_dir"), distributions=("alicemind-latticebert",))  # fmt: skip
     identity.overrides = list(overrides)
-    trainer = Trainer(model, train_cfg, loader, eval_fn=lambda m: held_out_losses(m, eval_loader),
+    trainer = Trainer(model, train_cfg, loader, eval_fn=lambda m: eval_losses(m, eval_loader),
                       run_identity=identity)  # fmt: skip
     trainer.train()
-    final = held_out_losses(trainer.model, eval_loader)
+    final = eval_losses(trainer.model, eval_loader)
     model_dir = output_dir / "model"
     if trainer.dist.is_main:
         trainer.model.save_pretrained(model_dir)
