@@ -75,11 +75,21 @@ def test_instances_have_three_relations_and_fit(tmp_path, tokenizer):
         assert int((item["mlm_labels"] != -100).sum()) >= 1
 
 
-def test_single_document_uses_random_next_only(tokenizer):
-    doc = [[line_lattice(tokenizer, "研究生命"), line_lattice(tokenizer, "起源")]]
-    instances = create_instances(doc, tokenizer, PretrainingDataConfig(max_seq_length=16, dupe_factor=2),
-                                 random.Random(0))  # fmt: skip
-    assert instances and {it["sentence_label"] for it in instances} == {0}
+def test_one_chunk_documents_get_a_random_next_from_another_document(tokenizer):
+    texts = ["研究生命", "北京工作", "天气很好"]
+    docs = [[line_lattice(tokenizer, t)] for t in texts]
+    data = PretrainingDataConfig(max_seq_length=16, dupe_factor=3, short_seq_prob=0.0)
+    instances = create_instances(docs, tokenizer, data, random.Random(0))
+    assert len(instances) == 9 and {it["sentence_label"] for it in instances} == {0}
+    vocab = tokenizer.get_vocab()
+    for it in instances:
+        sep = it["input_ids"].index(vocab["[SEP]"])
+        b_types = it["token_type_ids"][sep + 1 :]
+        assert b_types and set(b_types) == {1}
+        # A and B come from different documents: no character of A's text appears in B's original ids.
+        a_ids = {i for i, lab in zip(it["input_ids"][1:sep], it["mlm_labels"][1:sep]) if lab == -100}
+        b_ids = {i for i, lab in zip(it["input_ids"][sep + 1 : -1], it["mlm_labels"][sep + 1 : -1]) if lab == -100}
+        assert not (a_ids & b_ids)
 
 
 @pytest.mark.parametrize("seed", [0])

@@ -134,7 +134,7 @@ def _document_instances(documents, doc_index, tokenizer, data, max_units, rng) -
             if chunk:
                 a_end = rng.randint(1, len(chunk) - 1) if len(chunk) >= 2 else 1
                 a = concatenate([_copy(x) for x in chunk[:a_end]])
-                if len(chunk) == 1 or rng.random() < 1.0 / data.next_sentence_type or len(documents) == 1:
+                if len(chunk) == 1 or rng.random() < 1.0 / data.next_sentence_type:
                     label, b = 0, _random_b(documents, doc_index, target - len(a), rng)
                     i -= len(chunk) - a_end  # the unused sentences start the next chunk
                 else:
