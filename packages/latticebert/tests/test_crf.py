@@ -39,6 +39,6 @@ def test_viterbi_and_partition_equal_brute_force(seed):
 def test_nll_is_positive_and_mask_must_be_a_prefix():
     crf = CRF(2)
     emissions = torch.randn(1, 3, 2)
-    assert float(crf(emissions, torch.tensor([[0, 1, 0]]), torch.ones(1, 3))) > 0
+    assert crf(emissions, torch.tensor([[0, 1, 0]]), torch.ones(1, 3)).item() > 0
     with pytest.raises(ValueError, match="prefix"):
         crf.decode(emissions, torch.tensor([[1, 0, 1]]))
