@@ -30,22 +30,22 @@ def test_importance_equals_finite_differences(kind, tiny, collate):
     model.eval()
     eps = 1e-6
 
-    def total_abs_derivative(mask, l, j):
+    def total_abs_derivative(mask, li, j):
         acc = 0.0
         for batch in batches:
             values = []
             for sign in (1, -1):
-                mask[l, j] += sign * eps
+                mask[li, j] += sign * eps
                 with torch.no_grad():
                     values.append(float(_loss(model, batch)))
-                mask[l, j] -= sign * eps
+                mask[li, j] -= sign * eps
             acc += abs((values[0] - values[1]) / (2 * eps))
         return acc
 
-    for l, h in itertools.product(range(2), range(4)):
-        assert abs(float(heads[l, h]) - total_abs_derivative(pruner.head_mask, l, h)) < 1e-5
-    for l, j in [(0, 0), (0, 17), (1, 5), (1, 63)]:
-        assert abs(float(neurons[l, j]) - total_abs_derivative(pruner.neuron_mask, l, j)) < 1e-5
+    for li, h in itertools.product(range(2), range(4)):
+        assert abs(float(heads[li, h]) - total_abs_derivative(pruner.head_mask, li, h)) < 1e-5
+    for li, j in [(0, 0), (0, 17), (1, 5), (1, 63)]:
+        assert abs(float(neurons[li, j]) - total_abs_derivative(pruner.neuron_mask, li, j)) < 1e-5
     normed, _ = pruner.compute_importance(batches, _loss, normalize_by_layer=True, progress=False)
     expected = heads / (heads.pow(2).sum(-1, keepdim=True).sqrt() + 1e-20)
     torch.testing.assert_close(normed, expected)
@@ -56,13 +56,15 @@ def brute_force_heads(scores, n, old, at_least=1):
     """Enumerate: protect each layer's top-`at_least` (over all heads), prune the n lowest remaining active."""
     L, H = scores.shape
     protected = set()
-    for l in range(L):
-        ranked = sorted(range(H), key=lambda h: -float(scores[l, h]))
-        protected |= {(l, h) for h in ranked[:at_least]}
-    pool = [(float(scores[l, h]), l, h) for l in range(L) for h in range(H) if (l, h) not in protected and old[l, h]]
+    for li in range(L):
+        ranked = sorted(range(H), key=lambda h: -float(scores[li, h]))
+        protected |= {(li, h) for h in ranked[:at_least]}
+    pool = [
+        (float(scores[li, h]), li, h) for li in range(L) for h in range(H) if (li, h) not in protected and old[li, h]
+    ]
     new = old.clone()
-    for _, l, h in sorted(pool)[:n]:
-        new[l, h] = 0
+    for _, li, h in sorted(pool)[:n]:
+        new[li, h] = 0
     return new
 
 
@@ -74,10 +76,10 @@ def test_head_and_neuron_selection_equal_brute_force():
         n = trial % 6
         torch.testing.assert_close(select_heads(scores, n, old), brute_force_heads(scores, n, old))
         nscores, nold = torch.rand(3, 8, generator=gen), (torch.rand(3, 8, generator=gen) > 0.3).float()
-        active = sorted((float(nscores[l, j]), l, j) for l in range(3) for j in range(8) if nold[l, j])
+        active = sorted((float(nscores[li, j]), li, j) for li in range(3) for j in range(8) if nold[li, j])
         expected = nold.clone()
-        for _, l, j in active[: n * 2]:
-            expected[l, j] = 0
+        for _, li, j in active[: n * 2]:
+            expected[li, j] = 0
         torch.testing.assert_close(select_neurons(nscores, n * 2, nold), expected)
 
 

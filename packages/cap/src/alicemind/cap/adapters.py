@@ -109,9 +109,15 @@ class CoreBlockAdapter(EncoderAdapter):
             attn = block.self_attn
             out.append(
                 LayerHandles(
-                    attention=attn, query=getattr(attn, "q_proj", None), key=getattr(attn, "k_proj", None),
-                    value=getattr(attn, "v_proj", None), attn_out=attn.out_proj, ffn_in=block.ffn.fc_in,
-                    ffn_out=block.ffn.fc_out, num_heads=attn.num_heads, head_dim=attn.head_dim,
+                    attention=attn,
+                    query=getattr(attn, "q_proj", None),
+                    key=getattr(attn, "k_proj", None),
+                    value=getattr(attn, "v_proj", None),
+                    attn_out=attn.out_proj,
+                    ffn_in=block.ffn.fc_in,
+                    ffn_out=block.ffn.fc_out,
+                    num_heads=attn.num_heads,
+                    head_dim=attn.head_dim,
                     fused_qkv=getattr(attn, "qkv_proj", None),
                 )  # fmt: skip
             )
@@ -160,9 +166,15 @@ class HFBertAdapter(EncoderAdapter):
             sa = layer.attention.self
             out.append(
                 LayerHandles(
-                    attention=sa, query=sa.query, key=sa.key, value=sa.value, attn_out=layer.attention.output.dense,
-                    ffn_in=layer.intermediate.dense, ffn_out=layer.output.dense,
-                    num_heads=sa.query.out_features // sa.attention_head_size, head_dim=sa.attention_head_size,
+                    attention=sa,
+                    query=sa.query,
+                    key=sa.key,
+                    value=sa.value,
+                    attn_out=layer.attention.output.dense,
+                    ffn_in=layer.intermediate.dense,
+                    ffn_out=layer.output.dense,
+                    num_heads=sa.query.out_features // sa.attention_head_size,
+                    head_dim=sa.attention_head_size,
                 )  # fmt: skip
             )
         return out

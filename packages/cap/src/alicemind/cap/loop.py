@@ -22,7 +22,7 @@ from alicemind.cap.structured import StructuredPruner
 from alicemind.core.checkpoint import load_safetensors, save_safetensors
 from alicemind.core.io import atomic_write_text
 from alicemind.core.ops import build_optimizer
-from alicemind.core.training import Trainer, TrainingConfig, TrainerCallback, move_to_device
+from alicemind.core.training import Trainer, TrainerCallback, TrainingConfig, move_to_device
 
 EvalFn = Callable[[nn.Module], dict[str, float]]
 

@@ -35,11 +35,23 @@ def cubic_threshold(
 
 
 def topk_mask(scores: torch.Tensor, keep: float) -> torch.Tensor:
-    """Binary mask keeping the ``int(keep * numel)`` highest scores (ties broken by a descending sort)."""
-    mask = torch.zeros(scores.numel(), dtype=scores.dtype, device=scores.device)
-    count = int(keep * scores.numel())
-    mask[torch.sort(scores.detach().flatten(), descending=True, stable=True).indices[:count]] = 1
-    return mask.view_as(scores)
+    """Binary mask keeping exactly the ``int(keep * numel)`` highest scores (ties: lowest flat index first).
+
+    A k-th value selection, not a full sort: the strictly larger scores, then as many tied ones as needed.
+    """
+    flat = scores.detach().flatten()
+    n, count = flat.numel(), int(keep * flat.numel())
+    if count >= n:
+        return torch.ones_like(scores)
+    if count <= 0:
+        return torch.zeros_like(scores)
+    kth = flat.kthvalue(n - count + 1).values  # the count-th largest
+    mask = flat > kth
+    need = count - int(mask.sum())
+    if need > 0:
+        ties = (flat == kth).nonzero().flatten()[:need]
+        mask[ties] = True
+    return mask.to(scores.dtype).view_as(scores)
 
 
 def sigmoid_threshold_mask(scores: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -77,6 +89,7 @@ class MaskedLinear(nn.Linear):
             self.mask_scores = nn.Parameter(torch.full_like(linear.weight, mask_init))
         self.hard_mask: torch.Tensor | None = None  # set by the pruner; for the global scope, computed jointly
         self.threshold = 1.0
+        self._cache: tuple[tuple, torch.Tensor] | None = None  # the mask changes only when scores or threshold do
 
     def scores(self) -> torch.Tensor:
         return self.weight.abs() if self.method == "magnitude" else self.mask_scores
@@ -86,10 +99,17 @@ class MaskedLinear(nn.Linear):
         scores = self.scores()
         if self.hard_mask is not None:
             hard = self.hard_mask
-        elif self.method == "sigmoied_threshold":
-            hard = sigmoid_threshold_mask(scores, self.threshold)
         else:
-            hard = topk_mask(scores, self.threshold)
+            source = self.weight if self.method == "magnitude" else self.mask_scores
+            key = (source._version, self.threshold, source.data_ptr())
+            if self._cache is not None and self._cache[0] == key:
+                hard = self._cache[1]
+            else:
+                if self.method == "sigmoied_threshold":
+                    hard = sigmoid_threshold_mask(scores, self.threshold)
+                else:
+                    hard = topk_mask(scores, self.threshold)
+                self._cache = (key, hard)
         if self.method == "magnitude":
             return hard
         return _StraightThrough.apply(scores, hard)

@@ -23,13 +23,13 @@ def select_heads(
     """New head mask [L, H]: the ``n_to_prune`` lowest-scoring heads still active, after protecting each layer's
     ``at_least_per_layer`` highest-scoring heads (chosen among all heads, pruned ones included, as the original)."""
     layers, heads = scores.shape
-    order = sorted(((l, h) for l in range(layers) for h in range(heads)), key=lambda lh: float(scores[lh]))
+    order = sorted(((li, h) for li in range(layers) for h in range(heads)), key=lambda lh: float(scores[lh]))
     protected: set[tuple[int, int]] = set()
     taken = dict.fromkeys(range(layers), 0)
-    for l, h in reversed(order):
-        if taken[l] < at_least_per_layer:
-            taken[l] += 1
-            protected.add((l, h))
+    for li, h in reversed(order):
+        if taken[li] < at_least_per_layer:
+            taken[li] += 1
+            protected.add((li, h))
     candidates = [lh for lh in order if lh not in protected and old_mask[lh] != 0]
     new = old_mask.clone()
     for lh in candidates[:n_to_prune]:
@@ -161,9 +161,10 @@ class StructuredPruner:
         self, sparsity: float, head_scores: torch.Tensor, neuron_scores: torch.Tensor, at_least_heads_per_layer: int = 1
     ) -> None:
         """Mask down to ``sparsity`` of the heads and of the neurons (cumulative, as the original's sequence)."""
-        target_heads, target_neurons = pruning_counts([sparsity], self.total_heads)[0], pruning_counts(
-            [sparsity], self.total_neurons
-        )[0]
+        target_heads, target_neurons = (
+            pruning_counts([sparsity], self.total_heads)[0],
+            pruning_counts([sparsity], self.total_neurons)[0],
+        )
         if at_least_heads_per_layer and target_heads > self.total_heads - at_least_heads_per_layer * len(self.layers):
             raise ValueError(
                 f"sparsity {sparsity} prunes {target_heads} of {self.total_heads} heads, leaving fewer than "
@@ -171,8 +172,6 @@ class StructuredPruner:
             )
         pruned_heads = int((self.head_mask == 0).sum())
         pruned_neurons = int((self.neuron_mask == 0).sum())
-        heads = select_heads(
-            head_scores, max(0, target_heads - pruned_heads), self.head_mask, at_least_heads_per_layer
-        )
+        heads = select_heads(head_scores, max(0, target_heads - pruned_heads), self.head_mask, at_least_heads_per_layer)
         neurons = select_neurons(neuron_scores, max(0, target_neurons - pruned_neurons), self.neuron_mask)
         self.apply(heads, neurons)
