@@ -38,10 +38,11 @@ def corpus(seed: int = 0, n: int = 400) -> list[str]:
     return lines
 
 
-def train_spm(directory: Path, vocab_size: int = 300) -> Path:
+def train_spm(directory: Path, vocab_size: int = 300, extra: list[str] | tuple[str, ...] = ()) -> Path:
+    """Train on :func:`corpus` plus ``extra`` lines (words a test needs as whole pieces)."""
     buffer = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(corpus()), model_writer=buffer, vocab_size=vocab_size, model_type="unigram",
+        sentence_iterator=iter(corpus() + list(extra)), model_writer=buffer, vocab_size=vocab_size, model_type="unigram",
         character_coverage=1.0, minloglevel=2,
     )  # fmt: skip
     directory.mkdir(parents=True, exist_ok=True)

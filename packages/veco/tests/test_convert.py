@@ -73,18 +73,22 @@ def test_keep_decoder_layers_and_the_file_args(tmp_path):
     folder = rel.write_fairseq_folder(tmp_path / "a", state=state)
     model = VecoForConditionalGeneration.from_pretrained(folder, keep_decoder_layers=[3, 7])
     assert model.config.decoder_layers == 2
-    assert torch.equal(model.decoder.layers[1].self_attn.k_proj.weight, state["decoder.layers.7.self_attn.k_proj.weight"])
+    assert torch.equal(
+        model.decoder.layers[1].self_attn.k_proj.weight, state["decoder.layers.7.self_attn.k_proj.weight"]
+    )
     # A checkpoint whose args carry --keep-decoder-layers (as the fine-tune scripts write) keeps those.
     folder = rel.write_fairseq_folder(tmp_path / "b", state=state, args=rel.veco_args(keep_decoder_layers="0,1,2"))
     model = VecoForConditionalGeneration.from_pretrained(folder)
     assert model.config.decoder_layers == 3
-    assert torch.equal(model.decoder.layers[2].fc_out_weight if False else model.decoder.layers[2].ffn.fc_out.weight,
+    assert torch.equal(model.decoder.layers[2].ffn.fc_out.weight,
                        state["decoder.layers.2.fc2.weight"])  # fmt: skip
 
 
 def test_keep_decoder_layers_past_the_file_is_one_clear_error(tmp_path):
     folder = rel.write_fairseq_folder(tmp_path / "m")
-    with pytest.raises(CheckpointError, match=r"keep_decoder_layers index 24 is past the file's 24 decoder layers \(0..23\)"):
+    with pytest.raises(
+        CheckpointError, match=r"keep_decoder_layers index 24 is past the file's 24 decoder layers \(0..23\)"
+    ):
         VecoForConditionalGeneration.from_pretrained(folder, keep_decoder_layers="18,19,24")
 
 

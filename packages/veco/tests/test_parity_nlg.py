@@ -42,7 +42,9 @@ def test_release_reads_with_top_six_decoder_layers_and_no_mask_row(release, mode
     assert (c.decoder_layers, c.num_hidden_layers, c.vocab_size, c.hidden_size) == (6, 2, DICT_ROWS, rel.H)
     assert c.scale_embedding and c.is_encoder_decoder and c.max_position_embeddings == rel.POSITIONS
     # Kept layer 0 is the file's layer 18, layer 5 its layer 23.
-    assert torch.equal(ours.decoder.layers[0].cross_attn.q_proj.weight, state["decoder.layers.18.encoder_attn.q_proj.weight"])
+    assert torch.equal(
+        ours.decoder.layers[0].cross_attn.q_proj.weight, state["decoder.layers.18.encoder_attn.q_proj.weight"]
+    )
     assert torch.equal(ours.decoder.layers[5].ffn.fc_out.bias, state["decoder.layers.23.fc2.bias"])
     assert torch.equal(ours.word_embeddings.weight, state["encoder.embed_tokens.weight"][:DICT_ROWS])
     assert ours.decoder_embeddings.word_embeddings is ours.encoder_embeddings.word_embeddings
@@ -87,8 +89,12 @@ def test_greedy_outputs_agree_with_bart(models):
     src, mask, _ = _batch(1)
     tag = DICT_ROWS - 3
     ours_out = generate(
-        ours, src, mask, GenerationConfig(decoder_start_token_id=tag, eos_token_id=tag, pad_token_id=1, max_new_tokens=12,
-                                     repetition_penalty=4.0)
+        ours,
+        src,
+        mask,
+        GenerationConfig(
+            decoder_start_token_id=tag, eos_token_id=tag, pad_token_id=1, max_new_tokens=12, repetition_penalty=4.0
+        ),
     )
     hf_config = transformers.GenerationConfig(
         decoder_start_token_id=tag, eos_token_id=tag, pad_token_id=1, max_new_tokens=12, num_beams=1,
@@ -112,4 +118,6 @@ def test_our_folder_round_trips(tmp_path, models):
     assert again.source_format == "alicemind"
     src, mask, tgt = _batch(2)
     with torch.no_grad():
-        assert torch.equal(again(src, mask, decoder_input_ids=tgt).logits, ours(src, mask, decoder_input_ids=tgt).logits)
+        assert torch.equal(
+            again(src, mask, decoder_input_ids=tgt).logits, ours(src, mask, decoder_input_ids=tgt).logits
+        )

@@ -9,7 +9,12 @@ import torch
 from spm_fixture import train_spm
 
 from alicemind.veco import VecoForConditionalGeneration, VecoForPreTraining, VecoModel, VecoTokenizer
-from alicemind.veco.pretraining import LOSS_TERMS, PretrainingDataConfig, encode_pair_instances, init_nlg_from_pretraining
+from alicemind.veco.pretraining import (
+    LOSS_TERMS,
+    PretrainingDataConfig,
+    encode_pair_instances,
+    init_nlg_from_pretraining,
+)
 from alicemind.veco.runner import pretrain, pretraining_losses
 
 WORDS = {"en": "the cat sees a dog".split(), "de": "die katze sieht einen hund".split()}
@@ -85,7 +90,9 @@ def test_the_stack_unplugged_for_nlu_and_initialising_the_nlg_decoder(pretrained
     src = model.roberta.encoder.layers[1]
     assert torch.equal(nlg.decoder.layers[0].cross_attn.q_proj.weight, src.cross_attn.q_proj.weight)
     assert torch.equal(nlg.decoder.layers[0].ffn.fc_in.weight, src.ffn.fc_in.weight)
-    assert torch.equal(nlg.encoder.layers[0].self_attn.k_proj.weight, model.roberta.encoder.layers[0].self_attn.k_proj.weight)
+    assert torch.equal(
+        nlg.encoder.layers[0].self_attn.k_proj.weight, model.roberta.encoder.layers[0].self_attn.k_proj.weight
+    )
     assert torch.equal(nlg.word_embeddings.weight, model.roberta.embeddings.word_embeddings.weight)
     with pytest.raises(ValueError, match="past the pre-trained stack's 2 layers"):
         init_nlg_from_pretraining(model, decoder_layers=[2])

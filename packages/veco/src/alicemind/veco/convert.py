@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -132,7 +131,10 @@ def read_nlu_checkpoint(cls, path: Path, **overrides: Any) -> LoadedCheckpoint:
         state = {(k[len("roberta.") :] if k.startswith("roberta.") else k): v for k, v in state.items()}
     heads = OWN_HEADS.get(cls.__name__, r"^classifier\.")
     head_sizes = {k: v.shape[0] for k, v in state.items() if re.match(r"^classifier\.(out_proj\.)?weight$", k)}
-    if cls.__name__ in ("VecoForSequenceClassification", "VecoForTokenClassification") and "num_labels" not in overrides:
+    if (
+        cls.__name__ in ("VecoForSequenceClassification", "VecoForTokenClassification")
+        and "num_labels" not in overrides
+    ):
         size = head_sizes.get("classifier.out_proj.weight", head_sizes.get("classifier.weight"))
         if size is not None:
             overrides["num_labels"] = int(size)
@@ -339,7 +341,9 @@ def read_fairseq_nlg(
 
 def read_nlg_checkpoint(path: Path, **overrides: Any) -> LoadedCheckpoint:
     """Our NLG folder, or the released fairseq folder (see :func:`read_fairseq_nlg`)."""
-    fairseq_options = {k: overrides.pop(k) for k in ("keep_decoder_layers", "resized_dict_map", "dictionary") if k in overrides}
+    fairseq_options = {
+        k: overrides.pop(k) for k in ("keep_decoder_layers", "resized_dict_map", "dictionary") if k in overrides
+    }
     if _find_fairseq_file(path) is not None and not (path / WEIGHTS_NAME).is_file():
         return read_fairseq_nlg(path, **fairseq_options, **overrides)[0]
     if fairseq_options:
@@ -365,7 +369,9 @@ OURS_TO_BART = [
     (r"^(encoder|decoder)_embeddings\.position_embeddings\.", r"model.\1.embed_positions."),
     (r"^(encoder|decoder)_embeddings\.norm\.", r"model.\1.layernorm_embedding."),
     (r"^(encoder|decoder)_embeddings\.word_embeddings\.", r"model.\1.embed_tokens."),
-] + [(rf"^(encoder|decoder)\.layers\.(\d+)\.{re.escape(a)}\.", rf"model.\1.layers.\2.{b}.") for a, b in _OURS_TO_BART_SUB]
+] + [
+    (rf"^(encoder|decoder)\.layers\.(\d+)\.{re.escape(a)}\.", rf"model.\1.layers.\2.{b}.") for a, b in _OURS_TO_BART_SUB
+]
 OURS_TO_BART += [(r"^(encoder|decoder)\.layers\.", r"model.\1.layers.")]
 
 
@@ -394,7 +400,3 @@ def to_bart_state_dict(model) -> dict[str, torch.Tensor]:
     state["lm_head.weight"] = word
     state["final_logits_bias"] = torch.zeros(1, word.shape[0])
     return state
-
-
-def embed_scale(config: VecoConfig) -> float:
-    return math.sqrt(config.hidden_size) if config.scale_embedding else 1.0

@@ -46,7 +46,9 @@ def classification_features(tokenizer, rows, labels: Sequence[str], max_length: 
     return out
 
 
-def tagging_features(tokenizer, sentences, labels: Sequence[str], max_length: int) -> tuple[list[dict], list[list[int]]]:
+def tagging_features(
+    tokenizer, sentences, labels: Sequence[str], max_length: int
+) -> tuple[list[dict], list[list[int]]]:
     """Features labelled on each word's first piece (-100 elsewhere), and each sentence's first-piece positions."""
     index = {name: i for i, name in enumerate(labels)}
     features, firsts = [], []

@@ -110,7 +110,9 @@ def build_features(kind: str, tokenizer, rows, recipe: dict[str, Any]):
     if kind == "tagging":
         return task_data.tagging_features(tokenizer, rows, recipe["labels"], max_length)
     if kind == "qa":
-        return task_data.qa_features(tokenizer, rows, max_length=max_length, doc_stride=recipe.get("doc_stride", 128)), None
+        return task_data.qa_features(
+            tokenizer, rows, max_length=max_length, doc_stride=recipe.get("doc_stride", 128)
+        ), None
     if kind == "translation":
         from alicemind.veco.translation import encode_translation_pairs
 
@@ -321,7 +323,8 @@ def finetune(recipe: dict[str, Any], *, progress: bool = True) -> dict[str, Any]
     ``{"output_dir", "results"}`` and writes ``eval_results.json`` into the saved model folder."""
     kind = recipe["kind"]
     model, tokenizer, _ = load_model(recipe)
-    out = Path(recipe["training"].get("output_dir") or f"runs/veco-{recipe.get('task', kind)}") / "final"
+    training = recipe.get("training") or {}  # zero-shot retrieval recipes train nothing
+    out = Path(training.get("output_dir") or f"runs/veco-{recipe.get('task', kind)}") / "final"
     if kind != "retrieval":
         train_path = task_data.language_file(recipe.get("data_dir"), recipe["train_file"], recipe.get("train_language"))
         rows = task_data.read_task_rows(kind, train_path, recipe.get("columns"))
@@ -332,7 +335,10 @@ def finetune(recipe: dict[str, Any], *, progress: bool = True) -> dict[str, Any]
         model = trainer.model
         average = int(recipe.get("average_last_checkpoints") or 0)
         if average > 1:
-            logger.info("averaged checkpoints of steps %s", average_checkpoints(model, recipe["training"]["output_dir"], average))
+            logger.info(
+                "averaged checkpoints of steps %s",
+                average_checkpoints(model, recipe["training"]["output_dir"], average),
+            )
         if kind in ("classification", "tagging"):
             labels = list(recipe["labels"])
             model.config.id2label = {str(i): name for i, name in enumerate(labels)}
@@ -351,7 +357,11 @@ def format_table(results: dict[str, dict], published: dict[str, float] | None = 
     names = sorted({k for m in results.values() for k in m})
     lines = ["| language | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for lang, metrics in results.items():
-        lines.append(f"| {lang} | " + " | ".join(f"{100 * metrics[n]:.1f}" if n in metrics else "-" for n in names) + " |")
+        lines.append(
+            f"| {lang} | " + " | ".join(f"{100 * metrics[n]:.1f}" if n in metrics else "-" for n in names) + " |"
+        )
     if published:
-        lines.append("| paper | " + " | ".join(f"{100 * published[n]:.1f}" if n in published else "-" for n in names) + " |")
+        lines.append(
+            "| paper | " + " | ".join(f"{100 * published[n]:.1f}" if n in published else "-" for n in names) + " |"
+        )
     return "\n".join(lines)

@@ -27,7 +27,6 @@ def pretraining_pairs(recipe: dict[str, Any]) -> list[tuple[str, str]]:
     """CA-MLM pairs: bilingual ``pairs`` (TSV source<TAB>target) and adjacent sentences of the ``corpus``
     (one sentence per line, a blank line between documents)."""
     from alicemind.core.data import read_documents
-
     from alicemind.veco.data import read_task_rows
 
     pairs: list[tuple[str, str]] = []
@@ -80,7 +79,9 @@ def pretrain(recipe: dict[str, Any]) -> dict[str, Any]:
         config = VecoConfig.from_preset(spec["preset"], **{"vocab_size": len(tokenizer), **(spec.get("config") or {})})
         model = VecoForPreTraining(config)
     if model.config.vocab_size < len(tokenizer):
-        raise ValueError(f"the model has {model.config.vocab_size} embedding rows but the tokenizer {len(tokenizer)} ids")
+        raise ValueError(
+            f"the model has {model.config.vocab_size} embedding rows but the tokenizer {len(tokenizer)} ids"
+        )
     data = PretrainingDataConfig(**(recipe.get("data") or {}))
     pairs = pretraining_pairs(recipe)
     features = encode_pair_instances(tokenizer, pairs, data.max_length)
@@ -103,7 +104,6 @@ def pretrain(recipe: dict[str, Any]) -> dict[str, Any]:
 def reproduce(recipe: dict[str, Any], *, only: Sequence[str] = (), progress: bool = True) -> list[dict[str, Any]]:
     """Fine-tune and evaluate every task of a paper table; rows of ours beside the paper's."""
     from alicemind.core.cli import apply_overrides, load_recipe
-
     from alicemind.veco.finetuning import finetune
 
     rows = []
@@ -116,8 +116,9 @@ def reproduce(recipe: dict[str, Any], *, only: Sequence[str] = (), progress: boo
             task_recipe["model"] = recipe["model"]
         if recipe.get("data_dir"):
             task_recipe["data_dir"] = str(Path(recipe["data_dir"]) / task.get("data_subdir", name))
-        base = task_recipe["training"].get("output_dir") or "runs/veco-reproduce"
-        task_recipe["training"] = {**task_recipe["training"], "output_dir": str(Path(base) / name)}
+        if task_recipe.get("training"):  # one folder per task: tasks sharing an output_dir would be taken for one run
+            base = task_recipe["training"].get("output_dir") or "runs/veco-reproduce"
+            task_recipe["training"] = {**task_recipe["training"], "output_dir": str(Path(base) / name)}
         result = finetune(task_recipe, progress=progress)
         ours = result["results"].get("avg", next(iter(result["results"].values())))
         for metric, value in (task.get("published") or {}).items():
@@ -132,3 +133,49 @@ def format_reproduce_table(rows: Sequence[dict[str, Any]]) -> str:
         ours = "-" if r["ours"] is None else f"{100 * r['ours']:.1f}"
         lines.append(f"| {r['task']} | {r['metric']} | {ours} | {100 * r['published']:.1f} |")
     return "\n".join(lines)
+
+
+def nlu_class_for(folder: Path):
+    """The NLU class whose heads a checkpoint folder holds (the encoder alone when it holds none)."""
+    from alicemind.core.checkpoint import load_state_dict_file
+    from alicemind.veco import model as nlu
+    from alicemind.veco.convert import _nlu_weights
+
+    keys = set(load_state_dict_file(_nlu_weights(folder)))
+    if "classifier.out_proj.weight" in keys:
+        return nlu.VecoForSequenceClassification
+    if "qa_outputs.weight" in keys:
+        return nlu.VecoForQuestionAnswering
+    if "lm_head.dense.weight" in keys:
+        return VecoForPreTraining
+    if "classifier.weight" in keys:
+        rows = load_state_dict_file(_nlu_weights(folder))["classifier.weight"].shape[0]
+        return nlu.VecoForMultipleChoice if rows == 1 else nlu.VecoForTokenClassification
+    return nlu.VecoModel
+
+
+def convert_checkpoint(src: str | Path, dst: str | Path, *, overwrite: bool = False, **options: Any):
+    """Any VECO release (NLU folder or fairseq NLG folder) -> our folder with its tokenizer files; returns the model.
+    ``options`` (``keep_decoder_layers``, ``resized_dict_map``, ``dictionary``) apply to the fairseq layout."""
+    from alicemind.veco.convert import _find_fairseq_file
+    from alicemind.veco.finetuning import find_model_folder, load_tokenizer
+    from alicemind.veco.seq2seq import VecoForConditionalGeneration
+
+    folder = find_model_folder(Path(src))
+    is_nlg = _find_fairseq_file(folder) is not None
+    if not is_nlg and (folder / "config.json").is_file():
+        import json
+
+        is_nlg = bool(json.loads((folder / "config.json").read_text(encoding="utf-8")).get("is_encoder_decoder"))
+    cls = VecoForConditionalGeneration if is_nlg else nlu_class_for(folder)
+    model = cls.from_pretrained(folder, **{k: v for k, v in options.items() if v is not None})
+    model.save_pretrained(dst, overwrite=overwrite)
+    tokenizer_source = folder / "sentencepiece.bpe.model"
+    if tokenizer_source.is_file() or (folder / "tokenizer_config.json").is_file():
+        tokenizer = load_tokenizer(folder)
+        if options.get("dictionary"):
+            from alicemind.veco.tokenization import VecoTokenizer
+
+            tokenizer = VecoTokenizer(tokenizer._model_bytes, dictionary=options["dictionary"])
+        tokenizer.save_pretrained(dst)
+    return model

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from alicemind.core.layers import BlockSpec, LayerCache, TextEmbeddings, TransformerStack
+from alicemind.core.layers import LayerCache, TextEmbeddings, TransformerStack
 from alicemind.core.modeling import LoadedCheckpoint
 from alicemind.veco.config import VecoConfig
 from alicemind.veco.model import VecoPreTrainedModel, embed_tokens, encoder_spec

@@ -52,7 +52,9 @@ class VecoTokenizer(SentencePieceTokenizer):
     # ----- the dictionary layout ----------------------------------------------------------------------------
     def _use_dictionary(self) -> None:
         symbols = self._symbols
-        fixed = {s: i for i, s in enumerate(symbols) if s in FAIRSEQ_SPECIAL_SYMBOLS or s == "<mask>" or LANG_TAG.match(s)}
+        fixed = {
+            s: i for i, s in enumerate(symbols) if s in FAIRSEQ_SPECIAL_SYMBOLS or s == "<mask>" or LANG_TAG.match(s)
+        }
         self._fixed, self._fixed_by_id = fixed, {i: s for s, i in fixed.items()}
         pieces = self._sp.id_to_piece(list(range(self._sp.get_piece_size())))
         unk = self._index["<unk>"]
