@@ -130,20 +130,22 @@ def bench_forward(args, size: dict) -> tuple[float, float, float]:
     starts = torch.sort(torch.randint(0, int(n * 0.75), (b, n), generator=g), dim=1).values
     ends = (starts + torch.randint(0, 3, (b, n), generator=g)).clamp(max=n - 1)
 
-    def timed(fn) -> float:
-        with torch.no_grad():
-            for _ in range(2):
-                fn()
-            times = []
-            for _ in range(args.iters):
+    runs = {
+        "ours": lambda: ours(ids, attention_mask=mask, lattice_starts=starts, lattice_ends=ends),
+        "hf": lambda: hf(input_ids=ids, attention_mask=mask),
+        "bias": lambda: ours.position_bias(starts, ends),
+    }
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    with torch.no_grad():
+        for fn in runs.values():  # warm-up
+            fn()
+        # Interleaved, so that load changes on a shared machine hit every model alike.
+        for _ in range(args.iters):
+            for name, fn in runs.items():
                 start = time.perf_counter()
                 fn()
-                times.append(time.perf_counter() - start)
-        return statistics.median(times)
-
-    t_ours = timed(lambda: ours(ids, attention_mask=mask, lattice_starts=starts, lattice_ends=ends))
-    t_hf = timed(lambda: hf(input_ids=ids, attention_mask=mask))
-    t_bias = timed(lambda: ours.position_bias(starts, ends))
+                times[name].append(time.perf_counter() - start)
+    t_ours, t_hf, t_bias = (statistics.median(times[k]) for k in ("ours", "hf", "bias"))
     return b * n / t_hf, b * n / t_ours, t_bias / t_ours
 
 
@@ -168,7 +170,7 @@ def main() -> None:
         "",
         f"Device: CPU ({platform.machine()}, {args.threads} threads, shared machine). torch {torch.__version__}, "
         f"transformers {transformers.__version__}, tokenizers {tokenizers.__version__}. Median of 3 (tokenization) / "
-        f"{args.iters} (forward) runs after warm-up; fp32. Synthetic sentences of up to 60 characters, 3,000-character "
+        f"{args.iters} interleaved (forward) runs after warm-up; fp32. Synthetic sentences of up to 60 characters, 3,000-character "
         "vocab, 20,000-word lexicon (about half the text covered by lexicon words).",
         "",
         "| tokenization | sentences/s |",

@@ -293,23 +293,19 @@ class LatticeBertTokenizer:
         return self.pad(encodings)
 
     def pad(self, encodings: Sequence[LatticeEncoding]) -> dict[str, torch.Tensor]:
-        """Stack encodings into padded tensors."""
+        """Stack encodings into padded tensors (one tensor built per field, from padded lists)."""
         length = max(len(e) for e in encodings)
-        batch = {
-            "input_ids": torch.full((len(encodings), length), self.pad_token_id, dtype=torch.long),
-            "attention_mask": torch.zeros((len(encodings), length), dtype=torch.long),
-            "token_type_ids": torch.zeros((len(encodings), length), dtype=torch.long),
-            "lattice_starts": torch.zeros((len(encodings), length), dtype=torch.long),
-            "lattice_ends": torch.zeros((len(encodings), length), dtype=torch.long),
+
+        def padded(rows, fill: int) -> torch.Tensor:
+            return torch.tensor([row + [fill] * (length - len(row)) for row in rows], dtype=torch.long)
+
+        return {
+            "input_ids": padded([e.input_ids for e in encodings], self.pad_token_id),
+            "attention_mask": padded([[1] * len(e) for e in encodings], 0),
+            "token_type_ids": padded([e.token_type_ids for e in encodings], 0),
+            "lattice_starts": padded([e.starts for e in encodings], 0),
+            "lattice_ends": padded([e.ends for e in encodings], 0),
         }
-        for row, enc in enumerate(encodings):
-            n = len(enc)
-            batch["input_ids"][row, :n] = torch.tensor(enc.input_ids)
-            batch["attention_mask"][row, :n] = 1
-            batch["token_type_ids"][row, :n] = torch.tensor(enc.token_type_ids)
-            batch["lattice_starts"][row, :n] = torch.tensor(enc.starts)
-            batch["lattice_ends"][row, :n] = torch.tensor(enc.ends)
-        return batch
 
 
 def build_lexicon(
