@@ -26,12 +26,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=RESULTS / "cap_mini.md")
     args = parser.parse_args(argv)
     cfg = MiniConfig(model_dir=args.model_dir, seeds=SEEDS[: args.seeds], epochs=args.epochs, threads=args.threads)
-    results = run_mini(cfg)
-    text = format_mini(results)
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text, encoding="utf-8")
-    args.output.with_suffix(".json").write_text(json.dumps(results, indent=1), encoding="utf-8")
-    print(text)
+
+    def write(results: dict) -> None:  # after every arm, so a stopped run keeps what it measured
+        args.output.with_suffix(".json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+        args.output.write_text(format_mini(results), encoding="utf-8")
+
+    results = run_mini(cfg, on_progress=write)
+    write(results)
+    print(format_mini(results))
     return 0
 
 

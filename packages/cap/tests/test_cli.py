@@ -98,3 +98,19 @@ def test_help_lists_recipes_and_keys(capsys):
     assert main(["cap", "prune", "--help"]) == 0
     text = capsys.readouterr().out
     assert "glue-qqp-cap-m" in text and "cap.sparsities" in text and "step-K/model" in text
+
+
+def test_prune_cap_m_writes_masked_model_and_report(glue_setup, capsys):
+    root, out = glue_setup, glue_setup / "cap-m"
+    extra = ["cap.method=cap-m", "+cap.final_sparsity=0.5", "+cap.warmup_steps=1", "+cap.initial_warmup=0",
+             "+cap.final_warmup=1", "training.num_epochs=2"]  # fmt: skip
+    assert main(_args(root, out, *extra)) == 0
+    report = json.loads((out / "model" / "sparsity_report.json").read_text())
+    assert report["overall"] == pytest.approx(0.5, abs=1e-3) and len(report["per_matrix"]) == 12
+    capsys.readouterr()
+    assert main(["cap", "evaluate", "--model", str(out / "model"), "--data-dir", str(root), "--task", "sst-2",
+                 "--tokenizer", str(root / "student")]) == 0  # fmt: skip
+    result = json.loads(capsys.readouterr().out)
+    assert result["sparsity"] == pytest.approx(0.5, abs=1e-3)
+    summary = json.loads((out / "cap_results.json").read_text())
+    assert result["accuracy"] == pytest.approx(summary["result"]["accuracy"])

@@ -149,8 +149,13 @@ def arm_config(method: str, sparsity: float, cfg: MiniConfig) -> CapConfig:
     return CapConfig(**common, **plain, extra=pruning)
 
 
-def run_mini(cfg: MiniConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Every method x sparsity x seed; returns {'accuracy': {method: {sparsity: [per seed]}}, 'teacher': [...]}."""
+def run_mini(
+    cfg: MiniConfig, log: Callable[[str], None] = print, on_progress: Callable[[dict], None] | None = None
+) -> dict[str, Any]:
+    """Every method x sparsity x seed; returns {'accuracy': {method: {sparsity: [per seed]}}, 'teacher': [...]}.
+
+    ``on_progress`` gets the results so far after every arm (the benchmark writes them, so a cut run keeps them).
+    """
     from alicemind.cap.loop import prune_model
     from alicemind.core.data import DataCollatorWithPadding
 
@@ -166,6 +171,16 @@ def run_mini(cfg: MiniConfig, log: Callable[[str], None] = print) -> dict[str, A
     acc: dict[str, dict[str, list[float]]] = {m: {str(s): [] for s in cfg.sparsities} for m in cfg.methods}
     teachers, start = [], time.perf_counter()
     load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+    def snapshot(complete: bool = True) -> dict[str, Any]:
+        return {
+            "config": asdict(cfg) | {"model_dir": model_dir}, "labels": labels, "n_train": len(train),
+            "n_eval": len(evaluation), "accuracy": acc, "teacher": teachers, "seconds": time.perf_counter() - start,
+            "complete": complete, "load_average": [load0, os.getloadavg()[0] if hasattr(os, "getloadavg") else None],
+            "environment": f"python {platform.python_version()}, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs",
+        }  # fmt: skip
+
     for seed in cfg.seeds:
         t0 = time.perf_counter()
         teacher = _teacher(cfg, model_dir, train, len(labels), seed, collate)
@@ -184,13 +199,9 @@ def run_mini(cfg: MiniConfig, log: Callable[[str], None] = print) -> dict[str, A
                 a = _accuracy(student, evaluation, collate)
                 acc[method][str(sparsity)].append(a)
                 log(f"seed {seed} {method:<9} {sparsity:.0%}: acc {100 * a:5.1f} ({time.perf_counter() - t0:.0f}s)")
-    return {
-        "config": asdict(cfg) | {"model_dir": model_dir}, "labels": labels, "n_train": len(train),
-        "n_eval": len(evaluation), "accuracy": acc, "teacher": teachers, "seconds": time.perf_counter() - start,
-        "load_average": [load0, os.getloadavg()[0] if hasattr(os, "getloadavg") else None],
-        "environment": f"python {platform.python_version()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs",
-    }  # fmt: skip
+                if on_progress is not None:
+                    on_progress(snapshot(complete=False))
+    return snapshot()
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -225,13 +236,18 @@ def format_mini(results: dict[str, Any]) -> str:
             m, sd = _mean_std(per[str(s)])
             cells.append(f"{m:.1f} ± {sd:.1f} ({', '.join(f'{100 * v:.1f}' for v in per[str(s)])})")
         lines.append(f"| {s:.0%} | " + " | ".join(cells) + " |")
-    lines += ["", "Eval accuracy, mean ± std over seeds (per seed in brackets).", "", "Reading:", ""]
+    lines += ["", "Eval accuracy, mean ± std over seeds (per seed in brackets)."]
+    if not results.get("complete", True):
+        lines += ["", "**Incomplete run**: it was stopped before every seed finished; cells list the seeds done."]
+    lines += ["", "Reading:", ""]
     for s in cfg["sparsities"]:
         accs = results["accuracy"]
         if "cap-m" not in accs:
             continue
         for base in [m for m in accs if m != "cap-m"]:
             diffs = [100 * (a - b) for a, b in zip(accs["cap-m"][str(s)], accs[base][str(s)])]
+            if not diffs:
+                continue
             mean = statistics.fmean(diffs)
             se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("inf")
             verdict = "beyond 2 s.e." if abs(mean) > 2 * se else "within 2 s.e. (not distinguishable)"
