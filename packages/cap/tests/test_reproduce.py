@@ -32,3 +32,15 @@ def test_table_reports_mean_spread_and_paired_difference():
     text = format_mini(results)
     assert "| 50% | 60.0 ± 14.1 (50.0, 70.0) | 75.0 ± 21.2 (60.0, 90.0) |" in text
     assert "CAP-m - magnitude: +15.0 points (paired, s.e. 5.0)" in text and "Incomplete run" in text
+
+
+def test_table_of_a_cut_run_marks_missing_cells():
+    results = {
+        "config": {"model_dir": "/x/model", "warmup_steps": 6, "epochs": 6, "batch_size": 16, "lr": 2e-4,
+                   "mask_lr": 1e-2, "teacher_epochs": 4, "seeds": [1], "sparsities": [0.5, 0.9]},
+        "labels": ["a"], "n_train": 4, "n_eval": 4, "teacher": [0.9], "seconds": 6, "environment": "env",
+        "load_average": [1, 1], "complete": False,
+        "accuracy": {"magnitude": {"0.5": [0.5], "0.9": []}, "cap-m": {"0.5": [], "0.9": []}},
+    }  # fmt: skip
+    text = format_mini(results)
+    assert "| 50% | 50.0 ± 0.0 (50.0) | - |" in text and "| 90% | - | - |" in text

@@ -233,6 +233,9 @@ def format_mini(results: dict[str, Any]) -> str:
     for s in cfg["sparsities"]:
         cells = []
         for per in results["accuracy"].values():
+            if not per[str(s)]:
+                cells.append("-")
+                continue
             m, sd = _mean_std(per[str(s)])
             cells.append(f"{m:.1f} ± {sd:.1f} ({', '.join(f'{100 * v:.1f}' for v in per[str(s)])})")
         lines.append(f"| {s:.0%} | " + " | ".join(cells) + " |")
