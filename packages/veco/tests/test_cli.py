@@ -98,3 +98,14 @@ def test_recipes_state_their_source():
     assert len(recipes) == 14
     for path in recipes:
         assert path.read_text(encoding="utf-8").startswith("# Source:"), path.name
+
+
+def test_translate_with_our_converted_folder_ignores_the_release_options(release, tmp_path):
+    folder, _ = release
+    assert _run("veco", "convert", str(folder), str(tmp_path / "ours"))[0] == 0
+    (tmp_path / "in.txt").write_text("the quick fox\n", encoding="utf-8")
+    code, out, err = _run("veco", "translate", "--model", str(tmp_path / "ours"), "--input", str(tmp_path / "in.txt"),
+                          "generation.max_new_tokens=4", "generation.num_beams=1")  # fmt: skip
+    assert code == 0, err  # the recipe's keep_decoder_layers apply to the fairseq layout, not to our folder
+    direct = VecoForConditionalGeneration.from_pretrained(tmp_path / "ours")
+    assert direct.config.decoder_layers == 6 and len(out.splitlines()) == 1

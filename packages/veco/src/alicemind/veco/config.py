@@ -67,6 +67,18 @@ class VecoConfig(ModelConfig):
             raise ValueError(f"an encoder-decoder needs decoder_layers >= 1, got {self.decoder_layers}")
         if self.id2label is not None:
             self.id2label = {str(k): str(v) for k, v in self.id2label.items()}
+            if len(self.id2label) != self.num_labels:
+                # Names of another head (e.g. transformers' default LABEL_0/LABEL_1 beside num_labels=3): dropped,
+                # so the saved config.json stays one transformers reads with this head's size.
+                self.id2label = self.label2id = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], **overrides: Any) -> VecoConfig:
+        """As :meth:`ModelConfig.from_dict`; a transformers ``config.json`` without ``num_labels`` takes it from
+        ``id2label`` (transformers' own rule)."""
+        if isinstance(data, dict) and isinstance(data.get("id2label"), dict) and "num_labels" not in data:
+            data = {**data, "num_labels": len(data["id2label"])}
+        return super().from_dict(data, **overrides)
 
     @property
     def position_offset(self) -> int:

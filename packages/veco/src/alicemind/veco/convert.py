@@ -262,7 +262,7 @@ def fit_embeddings(
     return {k: (v.index_select(0, index) if k in EMBEDDING_KEYS else v) for k, v in state.items()}
 
 
-def _find_fairseq_file(path: Path) -> Path | None:
+def find_fairseq_file(path: Path) -> Path | None:
     if path.is_file() and path.suffix == ".pt":
         return path
     if path.is_dir():
@@ -311,7 +311,7 @@ def read_fairseq_nlg(
     **overrides: Any,
 ) -> tuple[LoadedCheckpoint, list[str]]:
     """The released fairseq folder -> (our checkpoint, the dictionary's symbols)."""
-    file = _find_fairseq_file(path)
+    file = find_fairseq_file(path)
     if file is None:
         raise FileNotFoundError(f"{path} holds no fairseq model.pt")
     dict_path = Path(dictionary) if dictionary is not None else file.parent / "dict.txt"
@@ -344,7 +344,7 @@ def read_nlg_checkpoint(path: Path, **overrides: Any) -> LoadedCheckpoint:
     fairseq_options = {
         k: overrides.pop(k) for k in ("keep_decoder_layers", "resized_dict_map", "dictionary") if k in overrides
     }
-    if _find_fairseq_file(path) is not None and not (path / WEIGHTS_NAME).is_file():
+    if find_fairseq_file(path) is not None and not (path / WEIGHTS_NAME).is_file():
         return read_fairseq_nlg(path, **fairseq_options, **overrides)[0]
     if fairseq_options:
         raise CheckpointError(f"{sorted(fairseq_options)} apply to the fairseq layout only; {path} is not one")

@@ -26,6 +26,7 @@ from alicemind.core.metrics import accuracy, corpus_bleu, span_f1, squad_metrics
 from alicemind.core.training import Trainer, TrainingConfig
 from alicemind.core.training.run_manifest import recipe_identity
 from alicemind.veco import data as task_data
+from alicemind.veco.convert import find_fairseq_file
 from alicemind.veco.tokenization import VecoTokenizer
 
 logger = logging.getLogger(__name__)
@@ -95,10 +96,15 @@ def load_model(recipe: dict[str, Any]):
         cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         if not cfg.get("id2label") or len(cfg["id2label"]) != len(recipe["labels"]):
             overrides["num_labels"] = len(recipe["labels"])
-    if kind == "translation":
-        overrides.update({k: v for k, v in (recipe.get("load") or {}).items() if v is not None})
+    load = {k: v for k, v in (recipe.get("load") or {}).items() if v is not None}
+    fairseq_folder = find_fairseq_file(folder) is not None and not (folder / "model.safetensors").is_file()
+    if kind == "translation" and fairseq_folder:
+        overrides.update(load)  # keep_decoder_layers / resized_dict_map / dictionary: the release's options only
     model = model_class(kind).from_pretrained(folder, **overrides)
-    return model, load_tokenizer(folder, recipe.get("tokenizer")), folder
+    tokenizer = load_tokenizer(folder, recipe.get("tokenizer"))
+    if fairseq_folder and load.get("dictionary"):  # a resized language-pair dictionary gives the ids too
+        tokenizer = VecoTokenizer(tokenizer._model_bytes, dictionary=load["dictionary"])
+    return model, tokenizer, folder
 
 
 # -- features ---------------------------------------------------------------------------------------------------

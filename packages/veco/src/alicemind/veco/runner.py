@@ -157,12 +157,12 @@ def nlu_class_for(folder: Path):
 def convert_checkpoint(src: str | Path, dst: str | Path, *, overwrite: bool = False, **options: Any):
     """Any VECO release (NLU folder or fairseq NLG folder) -> our folder with its tokenizer files; returns the model.
     ``options`` (``keep_decoder_layers``, ``resized_dict_map``, ``dictionary``) apply to the fairseq layout."""
-    from alicemind.veco.convert import _find_fairseq_file
+    from alicemind.veco.convert import find_fairseq_file
     from alicemind.veco.finetuning import find_model_folder, load_tokenizer
     from alicemind.veco.seq2seq import VecoForConditionalGeneration
 
     folder = find_model_folder(Path(src))
-    is_nlg = _find_fairseq_file(folder) is not None
+    is_nlg = find_fairseq_file(folder) is not None
     if not is_nlg and (folder / "config.json").is_file():
         import json
 
