@@ -9,6 +9,7 @@ nox -s bench                         # benchmarks against peers, tables under be
 
 from __future__ import annotations
 
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -84,6 +85,25 @@ def lint(session: nox.Session) -> None:
     session.install(*CONSTRAINTS, "ruff")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    _check_test_helper_imports(session)
+
+
+# Every package's tests folder is on sys.path in one pytest run, so a helper imported by a common name
+# (`from test_convert import ...`, `from conftest import ...`) can resolve to another package's file.
+_SHARED_NAME_IMPORT = re.compile(r"^\s*(from|import)\s+(test_\w+|conftest)\b", re.MULTILINE)
+
+
+def _check_test_helper_imports(session: nox.Session) -> None:
+    offenders = [
+        f"{path.relative_to(ROOT)}: {match.group(0).strip()}"
+        for path in sorted([*ROOT.glob("shared/tests/*.py"), *ROOT.glob("packages/*/tests/*.py")])
+        for match in _SHARED_NAME_IMPORT.finditer(path.read_text(encoding="utf-8"))
+    ]
+    if offenders:
+        session.error(
+            "test helpers must live in uniquely named modules (e.g. <package>_testing.py), not be imported from "
+            "test files or conftest: " + "; ".join(offenders)
+        )
 
 
 @nox.session(python="3.11")

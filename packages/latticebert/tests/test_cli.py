@@ -8,9 +8,8 @@ import random
 
 import pytest
 import torch
-from labert_testing import tiny_config, write_lexicon, write_vocab
+from labert_testing import ner_sentence, tiny_config, write_conll, write_lexicon, write_vocab
 from labert_tf1 import released_tensors, write_release_folder
-from test_finetune import ner_sentence, write_conll
 
 from alicemind.core.cli import main
 from alicemind.latticebert import LatticeBertModel, LatticeBertTokenizer
@@ -99,7 +98,7 @@ def test_one_line_errors(tmp_path, capsys, monkeypatch):
 
 
 def test_pretrain_verb_writes_a_loadable_model(tmp_path, release_folder, capsys):
-    from test_pretraining import write_corpus
+    from labert_testing import write_corpus
 
     from alicemind.latticebert import LatticeBertForPreTraining
 

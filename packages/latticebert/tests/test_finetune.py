@@ -8,32 +8,11 @@ import random
 
 import pytest
 import torch
-from labert_testing import write_lexicon, write_vocab
+from labert_testing import FILLER, PLACES, ner_sentence, write_conll, write_lexicon, write_vocab
 
 from alicemind.core.metrics.spans import span_f1
 from alicemind.latticebert import LatticeBertForTokenClassification, LatticeBertTokenizer
 from alicemind.latticebert.finetuning import run_finetune
-
-FILLER = list("我们在工作很好天气东西南")
-PLACES = ["北京", "上海"]
-ORGS = ["人民大学"]
-
-
-def ner_sentence(rng):
-    words, tags = [], []
-    for _ in range(rng.randint(2, 4)):
-        for ch in rng.sample(FILLER, rng.randint(1, 2)):
-            words.append(ch)
-            tags.append("O")
-        kind, name = ("LOC", rng.choice(PLACES)) if rng.random() < 0.6 else ("ORG", rng.choice(ORGS))
-        for i, ch in enumerate(name):
-            words.append(ch)
-            tags.append(("B-" if i == 0 else "I-") + kind)
-    return words, tags
-
-
-def write_conll(path, sentences):
-    path.write_text("\n\n".join("\n".join(f"{w}\t{t}" for w, t in zip(*s)) for s in sentences) + "\n", encoding="utf-8")
 
 
 @pytest.fixture

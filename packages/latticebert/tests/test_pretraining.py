@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 
 import pytest
+from labert_testing import write_corpus
 
 from alicemind.core.data.shards import ShardDataset
 from alicemind.latticebert.pretraining import (
@@ -16,23 +17,6 @@ from alicemind.latticebert.pretraining import (
     mask_segments,
     run_pretraining,
 )
-
-TOPICS = [["北京", "上海", "工作", "我们", "在"], ["研究生", "生命", "起源", "研究"], ["中国人民大学", "中国", "人民"],
-          ["天气", "很好", "我们"]]  # fmt: skip
-
-
-def write_corpus(path, docs=24, seed=0):
-    rng = random.Random(seed)
-    lines = []
-    for d in range(docs):
-        topic = TOPICS[d % len(TOPICS)]
-        for k in range(6):
-            # A document opens with 东 and closes with 西: an order cue that tells "next" from "swapped".
-            line = "".join(rng.choice(topic) for _ in range(rng.randint(2, 4))) + " " + rng.choice(topic)
-            lines.append(("东" if k == 0 else "") + line + ("西" if k == 5 else ""))
-        lines.append("")
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
 
 
 def test_spaces_split_spans_and_positions_continue(tokenizer):

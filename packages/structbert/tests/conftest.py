@@ -1,4 +1,4 @@
-"""Shared test setup: helper modules in this folder (test_convert, test_finetuning) import by name.
+"""Shared test setup: helper modules in this folder (structbert_releases, structbert_tasks) import by name.
 
 There is no ``__init__.py`` here, so test files of different packages with the same name (``test_cli.py``) get
 distinct module names under pytest's importlib mode.

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from test_finetuning import tiny_checkpoint, write_task
+from structbert_tasks import tiny_checkpoint, write_task
 
 from alicemind.core.cli import main
 from alicemind.structbert import StructBertConfig, StructBertForSequenceClassification

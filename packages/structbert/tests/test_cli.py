@@ -8,7 +8,7 @@ import threading
 
 import pytest
 import torch
-from test_convert import TINY, hf_names, release_state_dict
+from structbert_releases import TINY, hf_names, release_state_dict
 
 from alicemind.core.cli import main
 from alicemind.core.hub import CheckpointEntry, register_checkpoint, unregister_checkpoint

@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from test_finetuning import tiny_checkpoint, write_task
+from structbert_tasks import tiny_checkpoint, write_task
 
 from alicemind.core.cli import load_recipe, main
 
