@@ -11,7 +11,13 @@ import torch
 from torch import nn
 
 from alicemind.core.config import ConfigError, ModelConfig, UnknownPresetError
-from alicemind.core.io import FolderNotReplaceableError, atomic_folder, register_saved_files, save_folder
+from alicemind.core.io import (
+    FolderNotReplaceableError,
+    atomic_folder,
+    register_saved_files,
+    register_tokenizer_files,
+    save_folder,
+)
 from alicemind.core.modeling import WEIGHTS_NAME, PreTrainedModel
 from alicemind.core.tokenization import WordPieceTokenizer
 
@@ -135,6 +141,18 @@ def test_registered_run_files_may_be_replaced(tmp_path):
     register_saved_files("atomic-test-run.json")
     _model(3, 0.5).save_pretrained(target)
     assert _names(target) == ["config.json", WEIGHTS_NAME]
+
+
+def test_a_model_save_keeps_registered_tokenizer_files(tmp_path):
+    # A family's tokenizer may write more than core's files (LatticeBERT's lexicon.txt); saving the tokenizer
+    # first and the model second must not drop them.
+    target = tmp_path / "m"
+    _tokenizer(tmp_path / "vocab").save_pretrained(target)
+    (target / "atomic-test-lexicon.txt").write_text("word\n")
+    register_tokenizer_files("atomic-test-lexicon.txt")
+    _model(3, 0.5).save_pretrained(target)
+    assert (target / "atomic-test-lexicon.txt").read_text() == "word\n" and (target / "vocab.txt").is_file()
+    assert TinyModel.from_pretrained(target).config.width == 3
 
 
 def test_an_error_inside_atomic_folder_writes_nothing(tmp_path):

@@ -40,8 +40,10 @@ __all__ = [
     "atomic_write_text",
     "check_replaceable",
     "register_saved_files",
+    "register_tokenizer_files",
     "save_folder",
     "saved_file_names",
+    "tokenizer_file_names",
 ]
 
 # Files each kind of save owns; a save of one kind carries the other kind's files of an old folder over.
@@ -61,6 +63,7 @@ _OLD = ".old-"
 # Names (fnmatch patterns) a save may leave in a folder: what a model, config or tokenizer save writes, plus the
 # run outputs families write beside them (registered by the family). A folder holding only these may be replaced.
 _SAVED_FILES: set[str] = {*MODEL_FILES, *TOKENIZER_FILES}
+_TOKENIZER_KEEP: set[str] = set(TOKENIZER_FILES)
 _active: set[Path] = set()  # staging folders of saves in progress (a nested save writes straight into them)
 _lock = threading.Lock()
 _MAX_COMMIT_TRIES = 100
@@ -73,6 +76,18 @@ class FolderNotReplaceableError(FileExistsError):
 def register_saved_files(*patterns: str) -> None:
     """Declare file names (fnmatch patterns) that a saved folder may hold, e.g. a family's ``tasks.json``."""
     _SAVED_FILES.update(patterns)
+
+
+def register_tokenizer_files(*patterns: str) -> None:
+    """Declare files a family's tokenizer save writes (a lexicon, a fairseq ``dict.txt``): like the core
+    tokenizer files, a model save into the same folder keeps them."""
+    register_saved_files(*patterns)
+    _TOKENIZER_KEEP.update(patterns)
+
+
+def tokenizer_file_names() -> tuple[str, ...]:
+    """The name patterns of tokenizer files, core's and the registered ones, which a model save carries over."""
+    return tuple(sorted(_TOKENIZER_KEEP))
 
 
 def saved_file_names() -> frozenset[str]:

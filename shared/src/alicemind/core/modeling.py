@@ -66,11 +66,11 @@ class PreTrainedModel(nn.Module):
         no save writes is refused unless ``overwrite=True``.
         """
         from alicemind.core.checkpoint import save_safetensors
-        from alicemind.core.io import TOKENIZER_FILES, atomic_folder
+        from alicemind.core.io import atomic_folder, tokenizer_file_names
 
         path = Path(directory)
         tensors = {k: v.detach().cpu() for k, v in self.export_state_dict().items()}
-        with atomic_folder(path, keep=TOKENIZER_FILES, overwrite=overwrite) as staging:
+        with atomic_folder(path, keep=tokenizer_file_names(), overwrite=overwrite) as staging:
             self.config.save_pretrained(staging)
             metadata = {"format": "pt", "model_class": type(self).__name__}
             save_safetensors(tensors, staging / WEIGHTS_NAME, metadata=metadata)

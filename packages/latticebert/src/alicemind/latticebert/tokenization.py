@@ -15,14 +15,14 @@ from typing import Any
 
 import torch
 
-from alicemind.core.io import register_saved_files
+from alicemind.core.io import register_tokenizer_files
 from alicemind.core.tokenization import WordPieceTokenizer
 from alicemind.latticebert.lattice import Lattice, TokenTrie, build_lattice, concatenate, special_unit
 
 LEXICON_FILE = "lexicon.txt"
 VOCAB_FILE = "vocab.txt"
 CONFIG_FILE = "tokenizer_config.json"
-register_saved_files(LEXICON_FILE)
+register_tokenizer_files(LEXICON_FILE)
 
 
 class LexiconError(ValueError):
