@@ -222,7 +222,7 @@ def run_finetune(recipe: dict[str, Any], *, progress_bar: bool = True) -> Finetu
     metrics = eval_fn(trainer.model)
     model_dir = output_dir / "model"
     if trainer.dist.is_main:
-        trainer.model.save_pretrained(model_dir)  # the model first: a model save keeps only core's tokenizer files
+        trainer.model.save_pretrained(model_dir)
         tokenizer.save_pretrained(model_dir)
         (output_dir / "eval_results.json").write_text(json.dumps({"split": split, "metrics": metrics}, indent=1))
     return FinetuneResult(output_dir, model_dir, metrics, initial, list(state.log_history))
