@@ -97,7 +97,7 @@ def test_soft_movement_threshold_floor_and_l1(tiny):
     assert int(mask.sum()) == floor and bool(mask.view(-1)[10 - floor : 10].all())  # the floor: top scores kept
     with torch.no_grad():
         layer.mask_scores.view(-1)[:20] = 1.0  # sigmoid 0.73 > 0.1: exactly these 20 pass
-    assert int(layer.compute_mask().sum()) == 20
+    assert int(layer.compute_mask().detach().sum()) == 20
     pruner.set_step(5)
     lam = 5.0 * pruner.threshold / 0.1
     terms = [torch.sigmoid(m.mask_scores).mean() for m in pruner.masked.values()]
@@ -112,8 +112,8 @@ def test_magnitude_pruning_keeps_largest_weights(tiny):
                             final_warmup=0)  # fmt: skip
     pruner.set_step(1)
     layer = next(iter(pruner.masked.values()))
-    mask = layer.compute_mask()
-    kept, dropped = layer.weight.abs()[mask == 1], layer.weight.abs()[mask == 0]
+    mask = layer.compute_mask().detach()
+    kept, dropped = layer.weight.detach().abs()[mask == 1], layer.weight.detach().abs()[mask == 0]
     assert float(kept.min()) >= float(dropped.max()) and int(mask.sum()) == layer.weight.numel() // 2
     assert not pruner.score_parameters()
 
