@@ -163,3 +163,34 @@ def test_retrieval_tatoeba_and_bucc(base, tmp_path):
     code, _ = _run("veco", "evaluate", "--recipe", "bucc", f"data_dir={data}", f"model={root / 'base'}",
                    "languages=[xx]", "layer=0", "--output", str(tmp_path / "b.json"), "--no-progress")  # fmt: skip
     assert code == 0 and json.loads((tmp_path / "b.json").read_text())["xx"]["f1"] == 1.0
+
+
+def test_reproduce_prints_ours_beside_the_paper(base, tmp_path):
+    root, _ = base
+    for sub in ("xnli", "xquad", "tatoeba"):
+        (tmp_path / sub).mkdir()
+    rows = "".join(f"the {a} sees us\tsomething\t{lab}\n" for a, lab in (("cat", "entailment"), ("dog", "neutral")))
+    (tmp_path / "xnli" / "train-en.tsv").write_text(rows * 4, encoding="utf-8")
+    (tmp_path / "xnli" / "test-en.tsv").write_text(rows, encoding="utf-8")
+    squad = {"data": [{"paragraphs": [{"context": "cat sees us", "qas": [
+        {"id": "a", "question": "who", "answers": [{"text": "cat", "answer_start": 0}]}]}]}]}  # fmt: skip
+    (tmp_path / "xquad" / "train-v1.1.json").write_text(json.dumps(squad))
+    (tmp_path / "xquad" / "xquad.en.json").write_text(json.dumps(squad))
+    (tmp_path / "tatoeba" / "en-en.tsv").write_text("a cat\ta cat\nthe dog\tthe dog\n", encoding="utf-8")
+    train = ["training.gradient_accumulation_steps=1", "training.precision=fp32", "training.save_every=0",
+             "+training.progress_bar=false", f"training.output_dir={tmp_path / 'runs'}"]  # fmt: skip
+
+    def flow(items):
+        return "[" + ", ".join(f"'{item}'" for item in items) + "]"
+
+    per_task = [f"+tasks.{t}.overrides={flow(train)}" for t in ("xnli", "xquad")]
+    per_task.append(f"+tasks.tatoeba.overrides={flow(['layer=1'])}")
+    code, out = _run("veco", "reproduce", "--recipe", "reproduce-xtreme", f"data_dir={tmp_path}",
+                     f"model={root / 'base'}", "overrides=['languages=[en]']", *per_task)  # fmt: skip
+    assert code == 0
+    table = {tuple(c.strip() for c in line.strip("|").split("|")) for line in out.splitlines() if line.startswith("|")}
+    assert ("tatoeba", "accuracy", "100.0", "75.1") in table  # identical sentences: retrieved exactly
+    assert {(t, m, p) for t, m, _, p in table if t != "task" and not t.startswith("-")} == {
+        ("xnli", "accuracy", "79.9"), ("xquad", "f1", "77.5"), ("xquad", "exact_match", "61.9"),
+        ("tatoeba", "accuracy", "75.1"),
+    }  # fmt: skip

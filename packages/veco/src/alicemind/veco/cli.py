@@ -135,11 +135,11 @@ def _translate(args: argparse.Namespace) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from alicemind.veco.runner import format_reproduce_table, reproduce
+    from alicemind.veco.runner import format_reproduce_table, reproduce, task_overrides
 
     recipe = recipe_from_args(PACKAGE, args)
     for task in (recipe.get("tasks") or {}).values():  # every task's overrides checked before the first trains
-        apply_overrides(load_recipe(PACKAGE, task["recipe"]), list(recipe.get("overrides") or []), package=PACKAGE)
+        apply_overrides(load_recipe(PACKAGE, task["recipe"]), task_overrides(recipe, task), package=PACKAGE)
     if not recipe.get("data_dir"):
         raise CliError("set data_dir=FOLDER (one sub-folder per task, as the recipe lists)", prog="alicemind veco")
     print(format_reproduce_table(reproduce(recipe, only=args.tasks or ())))

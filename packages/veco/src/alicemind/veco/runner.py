@@ -101,6 +101,11 @@ def pretrain(recipe: dict[str, Any]) -> dict[str, Any]:
     return {"output_dir": str(out), "instances": len(features), "history": state.log_history}
 
 
+def task_overrides(recipe: dict[str, Any], task: dict[str, Any]) -> list[str]:
+    """The reproduce recipe's ``overrides`` (every task) followed by the task's own ``overrides``."""
+    return list(recipe.get("overrides") or []) + list(task.get("overrides") or [])
+
+
 def reproduce(recipe: dict[str, Any], *, only: Sequence[str] = (), progress: bool = True) -> list[dict[str, Any]]:
     """Fine-tune and evaluate every task of a paper table; rows of ours beside the paper's."""
     from alicemind.core.cli import apply_overrides, load_recipe
@@ -110,7 +115,7 @@ def reproduce(recipe: dict[str, Any], *, only: Sequence[str] = (), progress: boo
     for name, task in recipe["tasks"].items():
         if only and name not in only:
             continue
-        task_recipe = apply_overrides(load_recipe("veco", task["recipe"]), list(recipe.get("overrides") or []))
+        task_recipe = apply_overrides(load_recipe("veco", task["recipe"]), task_overrides(recipe, task), package="veco")
         task_recipe = copy.deepcopy(task_recipe)
         if recipe.get("model"):
             task_recipe["model"] = recipe["model"]
