@@ -78,7 +78,7 @@ def _classifier_input(model: nn.Module) -> tuple[nn.Module, bool] | None:
     if head is not None and isinstance(getattr(head, "classifiers", None), nn.ModuleList):  # core ClassificationHead
         return head.classifiers[0], False
     if head is not None and isinstance(getattr(head, "dense", None), nn.Linear):  # HF RoBERTa head: dropout(h_CLS)
-        return head.dense, True
+        return head.dense, False
     for name in ("qa_outputs", "qa"):  # QA: raw h_CLS, no dropout (the original's QA models)
         qa = getattr(model, name, None)
         if isinstance(qa, nn.Linear):
@@ -232,7 +232,7 @@ class RepresentationCapture:
 
     def _store(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         x = args[0]
-        self.value = x[:, 0] if self.first_token else x
+        self.value = x[:, 0] if self.first_token and x.dim() == 3 else x  # [B, T, H] -> the first token
 
     def _pop_idx(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]):
         if "idx" in kwargs:
