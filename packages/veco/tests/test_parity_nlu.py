@@ -67,7 +67,8 @@ def test_transformers_folder_loads_in_ours(tmp_path):
     ("ours_cls", "hf_cls", "extra"),
     [
         (VecoForSequenceClassification, transformers.XLMRobertaForSequenceClassification, {"num_labels": 3}),
-        (VecoForQuestionAnswering, transformers.XLMRobertaForQuestionAnswering, {}),
+        # num_labels=3 is a classification setting; QA keeps its 2 outputs (transformers sizes qa_outputs by it).
+        (VecoForQuestionAnswering, transformers.XLMRobertaForQuestionAnswering, {"num_labels": 3}),
         (VecoForTokenClassification, transformers.XLMRobertaForTokenClassification, {"num_labels": 5}),
     ],
 )

@@ -257,6 +257,8 @@ class VecoForQuestionAnswering(VecoPreTrainedModel):
     optional_keys = (r"^qa_outputs\.",)
 
     def __init__(self, config: VecoConfig):
+        if config.num_labels != 2:  # start and end: transformers sizes qa_outputs by num_labels
+            config = VecoConfig.from_dict({**config.to_dict(), "num_labels": 2, "id2label": None, "label2id": None})
         super().__init__(config)
         self.roberta = VecoModel(config, add_pooling_layer=False)
         self.qa_outputs = nn.Linear(config.hidden_size, 2)
