@@ -5,9 +5,9 @@ Both sides get the same weights (ours saved and read by transformers; the NLG we
 ``alicemind.veco.convert.to_bart_state_dict``) and the same inputs. Encoder batches are padded (lengths uniform in
 [seq/4, seq]); throughput counts real tokens. Generation produces exactly ``--new`` tokens per output (EOS banned
 until then: ours ``min_length``, transformers ``min_new_tokens``); tokens/s counts returned tokens. Each
-measurement runs in its own subprocess, so peak resident memory (VmHWM, reset once the model is built; CUDA: max
-allocated) belongs to it alone. Median of ``--iters`` timed calls after a warm-up; two rounds per side in the order
-hf, ours, ours, hf, each side keeping its faster one.
+memory measurement runs in its own subprocess, so peak resident memory (VmHWM, reset once the model is built; CUDA: max
+allocated) belongs to it alone. Speed is measured with both sides built in one process and called alternately
+(median of ``--iters`` calls after a warm-up), so load drifting on a shared machine hits both alike.
 
     python benchmarks/bench_veco.py [--device cpu|cuda] [--layers 4 --hidden 256 --heads 4 --batch 8 --seq 128 --new 24]
 """
@@ -70,7 +70,8 @@ def _seq2seq(args, impl, device):
     return bart.eval().to(device)
 
 
-def worker(args) -> dict:
+def _setup(args, impl):
+    """The timed call of ``args.task`` for ``impl`` and the tokens it produces or reads."""
     import torch
 
     torch.set_num_threads(args.threads)
@@ -78,7 +79,7 @@ def worker(args) -> dict:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     g = torch.Generator().manual_seed(1)
     if args.task in ("forward", "train"):
-        model = _encoder(args, args.impl, device)
+        model = _encoder(args, impl, device)
         ids = torch.randint(4, args.vocab, (args.batch, args.seq), generator=g)
         lengths = torch.randint(args.seq // 4, args.seq + 1, (args.batch,), generator=g)
         mask = (torch.arange(args.seq)[None] < lengths[:, None]).long()
@@ -99,12 +100,12 @@ def worker(args) -> dict:
 
         model.train(args.task == "train")
     else:
-        model = _seq2seq(args, args.impl, device)
+        model = _seq2seq(args, impl, device)
         ids = torch.randint(4, args.vocab, (args.batch, args.src), generator=g).to(device)
         mask = torch.ones_like(ids)
         beams = 1 if args.task == "greedy" else 5
         count = args.batch * args.new
-        if args.impl == "hf":
+        if impl == "hf":
             import transformers
 
             gen = transformers.GenerationConfig(
@@ -126,26 +127,47 @@ def worker(args) -> dict:
             def call():
                 generate(model, ids, mask, gen)
 
-    sync()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    base = status_mb("VmRSS")  # the model and inputs built; the peak below is what the calls add
-    reset_peak()
-    call()  # warm-up
-    sync()
-    times = []
-    for _ in range(args.iters):
-        t0 = time.perf_counter()
+    return call, count, sync, device
+
+
+def worker(args) -> dict:
+    """Memory: ``args.impl`` alone (a warm-up and one call). Speed: both sides built in this process and called
+    alternately ``args.iters`` times, so load drifting on a shared machine hits both alike."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if args.impl != "both":
+        call, count, sync, device = _setup(args, args.impl)
+        sync()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        base = status_mb("VmRSS")  # the model and inputs built; the peak below is what the calls add
+        reset_peak()
+        call()
         call()
         sync()
-        times.append(time.perf_counter() - t0)
-    if device.type == "cuda":
-        peak = total = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        total = status_mb("VmHWM")
-        peak = total - base
-    median = statistics.median(times)
-    return {"seconds": median, "tokens_per_s": count / median, "peak_mb": peak, "total_peak_mb": total}
+        if device.type == "cuda":
+            peak = total = torch.cuda.max_memory_allocated() / 2**20
+        else:
+            total = status_mb("VmHWM")
+            peak = total - base
+        return {"peak_mb": peak, "total_peak_mb": total}
+    sides = {impl: _setup(args, impl) for impl in ("hf", "ours")}
+    times = {impl: [] for impl in sides}
+    for call, _, sync, _ in sides.values():
+        call()  # warm-up
+        sync()
+    for _ in range(args.iters):
+        for impl, (call, _, sync, _) in sides.items():
+            t0 = time.perf_counter()
+            call()
+            sync()
+            times[impl].append(time.perf_counter() - t0)
+    out = {}
+    for impl, (_, count, _, _) in sides.items():
+        median = statistics.median(times[impl])
+        out[impl] = {"seconds": median, "tokens_per_s": count / median}
+    return out
 
 
 def main() -> None:
@@ -159,7 +181,7 @@ def main() -> None:
     p.add_argument("--seq", type=int, default=128, help="encoder benchmark sequence length")
     p.add_argument("--src", type=int, default=32, help="generation source length")
     p.add_argument("--new", type=int, default=24, help="tokens generated per output")
-    p.add_argument("--iters", type=int, default=5)
+    p.add_argument("--iters", type=int, default=7)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--output", default="veco", help="results/<output>.md and .json")
     for hidden in ("--worker", "--impl", "--task", "--ckpt"):
@@ -182,9 +204,8 @@ def main() -> None:
         VecoModel(_config(args, nlg=False)).save_pretrained(ckpt)
         for task in ("forward", "train", "greedy", "beam5"):
             rows[task] = {}
-            # Two rounds in the order hf, ours, ours, hf; each side keeps its faster round, so load drifting on a
-            # shared machine favours neither.
-            for impl in ("hf", "ours", "ours", "hf"):
+
+            def run(impl, task=task):
                 cmd = [
                     sys.executable,
                     __file__,
@@ -198,10 +219,12 @@ def main() -> None:
                     *passthrough,
                 ]
                 out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-                result = json.loads(out.strip().splitlines()[-1])
-                print(task, impl, result, flush=True)
-                if impl not in rows[task] or result["seconds"] < rows[task][impl]["seconds"]:
-                    rows[task][impl] = result
+                return json.loads(out.strip().splitlines()[-1])
+
+            speed = run("both")
+            for impl in ("hf", "ours"):
+                rows[task][impl] = {**speed[impl], **run(impl)}
+                print(task, impl, rows[task][impl], flush=True)
     device = (
         torch.cuda.get_device_name() if args.device == "cuda" else f"CPU ({platform.machine()}, {args.threads} threads)"
     )
@@ -215,8 +238,9 @@ def main() -> None:
         f"{args.layers} layers (NLG: {args.layers} + {args.layers}), hidden {args.hidden}, {args.heads} heads, FFN "
         f"{4 * args.hidden}, vocabulary {args.vocab}. Encoder: batch {args.batch} x {args.seq}, padded (lengths in "
         f"[seq/4, seq]), real tokens counted. Generation: batch {args.batch}, source {args.src}, exactly {args.new} new "
-        f"tokens. Median of {args.iters} after a warm-up, the faster of two rounds (hf, ours, ours, hf); peak memory "
-        "(VmHWM) of each alone in its own process, in brackets its rise over the built model. Ratio > 1: ours faster.",
+        f"tokens. Speed: both sides in one process, called alternately, median of {args.iters} after a warm-up; peak "
+        "memory (VmHWM) of each alone in its own process, in brackets its rise over the built model. Ratio > 1: ours "
+        "faster.",
         "",
         "| step | peer | HF tok/s | ours tok/s | ours/HF speed | HF peak MB (added by the calls) "
         "| ours peak MB (added by the calls) |",
