@@ -8,7 +8,7 @@ import io
 import pytest
 import torch
 import veco_releases as rel
-from spm_fixture import train_spm
+from veco_spm import train_spm
 
 from alicemind.core.cli import main
 from alicemind.veco import VecoForConditionalGeneration, VecoTokenizer

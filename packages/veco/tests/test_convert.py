@@ -8,7 +8,7 @@ import pickle
 import pytest
 import torch
 import veco_releases as rel
-from conftest import random_batch, tiny_config
+from veco_testing import random_batch, tiny_config
 
 from alicemind.core.checkpoint import CheckpointError, UnsafeCheckpointError
 from alicemind.veco import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers
-from conftest import random_batch, tiny_config
+from veco_testing import random_batch, tiny_config
 
 from alicemind.veco import (
     VecoForMultipleChoice,

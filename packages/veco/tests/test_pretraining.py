@@ -6,7 +6,7 @@ import random
 
 import pytest
 import torch
-from spm_fixture import train_spm
+from veco_spm import train_spm
 
 from alicemind.veco import VecoForConditionalGeneration, VecoForPreTraining, VecoModel, VecoTokenizer
 from alicemind.veco.pretraining import (

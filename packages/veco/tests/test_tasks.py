@@ -7,8 +7,8 @@ import random
 
 import pytest
 import torch
-from conftest import tiny_config
-from spm_fixture import train_spm
+from veco_spm import train_spm
+from veco_testing import tiny_config
 
 from alicemind.core.cli import main
 from alicemind.core.data.own_spans import QAExample

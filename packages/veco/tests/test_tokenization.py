@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import transformers
-from spm_fixture import SCRIPTS, corpus, train_spm
+from veco_spm import SCRIPTS, corpus, train_spm
 
 from alicemind.core.checkpoint import CorruptCheckpointError
 from alicemind.veco import VecoTokenizer
