@@ -225,7 +225,9 @@ def format_mini(results: dict[str, Any]) -> str:
         f"with a teacher fine-tuned {cfg['teacher_epochs']} epochs (dense teacher acc {t_mean:.1f} ± {t_std:.1f}). "
         f"Seeds {list(cfg['seeds'])}.",
         f"Run time {results['seconds'] / 60:.1f} min ({results['environment']}; 1-min load average "
-        f"{results['load_average'][0]} at start, {results['load_average'][1]} at end).",
+        + " at start, ".join(f"{x:.1f}" if x is not None else "?" for x in results["load_average"])
+        + " at end).",
+        *[f"Note: {note}" for note in results.get("notes", [])],
         "",
         "| sparsity | " + " | ".join(results["accuracy"]) + " |",
         "|---|" + "---|" * len(results["accuracy"]),
