@@ -12,9 +12,6 @@ from alicemind.core.config import ModelConfig
 from alicemind.core.layers import BlockSpec, ClassificationHead, Pooler, TransformerStack
 from alicemind.core.modeling import PreTrainedModel
 
-# The models here are tiny: one thread avoids OpenMP spinning on a busy 2-core runner (fused AdamW on 30 small
-# tensors measured 0.46 s per step with 2 threads under load, 2 ms with 1).
-torch.set_num_threads(1)
 
 
 @dataclasses.dataclass
@@ -76,6 +73,17 @@ def make_features(n: int = 24, seq: int = 7, vocab: int = 40, labels: int = 3, s
         ids = torch.randint(1, vocab, (length,), generator=gen).tolist()
         out.append({"input_ids": ids, "labels": int(torch.randint(0, labels, (1,), generator=gen))})
     return out
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The models here are tiny: one thread avoids OpenMP spinning on a busy 2-core runner (fused AdamW on 30
+    small tensors measured 0.46 s per step with 2 threads under load, 2 ms with 1). Restored after each test, so
+    other packages' tests in the same process keep their setting."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture
