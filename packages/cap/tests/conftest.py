@@ -13,7 +13,6 @@ from alicemind.core.layers import BlockSpec, ClassificationHead, Pooler, Transfo
 from alicemind.core.modeling import PreTrainedModel
 
 
-
 @dataclasses.dataclass
 class TinyConfig(ModelConfig):
     model_type = "tiny-cap"
