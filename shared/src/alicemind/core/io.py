@@ -108,10 +108,18 @@ def check_replaceable(target: str | os.PathLike, *, overwrite: bool = False) -> 
     if not target.exists():
         return
     if not target.is_dir():
+        if not target.exists():  # a concurrent save moved it away between the two checks
+            return
         raise FileExistsError(errno.EEXIST, "cannot save a model folder over a file", str(target))
     if overwrite:
         return
-    foreign = sorted(e.name for e in target.iterdir() if not (e.is_file() and _is_saved_name(e.name)))
+    try:
+        entries = list(target.iterdir())
+    except FileNotFoundError:  # moved away by a concurrent save: nothing left to refuse
+        return
+    # An entry that vanished while we looked (a concurrent save moved the folder) is not foreign: judge files by
+    # name, and only an existing sub-folder as foreign in itself.
+    foreign = sorted(e.name for e in entries if e.is_dir() or not _is_saved_name(e.name))
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         raise FolderNotReplaceableError(
