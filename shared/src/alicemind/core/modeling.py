@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -33,6 +34,30 @@ class LoadedCheckpoint:
     source_format: str
     ignore_missing: tuple[str, ...] = ()
     ignore_unexpected: tuple[str, ...] = ()
+
+
+def init_bert_weights(
+    model: nn.Module,
+    std: float,
+    *,
+    zero_padding_rows: bool = True,
+    other: Callable[[nn.Module], None] | None = None,
+) -> None:
+    """BERT's initialisation, shared by every family: normal(0, ``std``) for linear and embedding weights, zero
+    biases (and padding rows, unless ``zero_padding_rows=False``), unit LayerNorms. ``other(module)`` is called
+    for every other module in the same walk, so a family's extra parameters draw from the RNG in module order."""
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=std)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+            if zero_padding_rows and isinstance(module, nn.Embedding) and module.padding_idx is not None:
+                module.weight.data[module.padding_idx].zero_()
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif other is not None:
+            other(module)
 
 
 class PreTrainedModel(nn.Module):

@@ -9,6 +9,7 @@ XLM-R: ``attention.self.query`` ...). For anything else subclass :class:`Encoder
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,7 +51,7 @@ class LayerHandles:
         return {**mats, "attn_out": self.attn_out, "ffn_in": self.ffn_in, "ffn_out": self.ffn_out}
 
 
-class EncoderAdapter:
+class EncoderAdapter(abc.ABC):
     """Base adapter: subclass with :meth:`layers`, :meth:`representation_module` and :meth:`set_num_heads`."""
 
     name = "custom"
@@ -59,15 +60,17 @@ class EncoderAdapter:
     def matches(cls, model: nn.Module) -> bool:
         return False
 
+    @abc.abstractmethod
     def layers(self, model: nn.Module) -> list[LayerHandles]:
-        raise NotImplementedError("an EncoderAdapter subclass must return the model's LayerHandles")
+        """The handles of every encoder layer, bottom first."""
 
+    @abc.abstractmethod
     def representation_module(self, model: nn.Module) -> tuple[nn.Module, bool]:
         """(module whose first input is the representation, whether to take its first token)."""
-        raise NotImplementedError("an EncoderAdapter subclass must name the representation module")
 
     def set_num_heads(self, handles: LayerHandles, count: int) -> None:
-        """Record that the layer now has ``count`` heads (after physical pruning)."""
+        """Record that the layer now has ``count`` heads (after physical pruning); nothing to record by default."""
+        return None
 
 
 def _classifier_input(model: nn.Module) -> tuple[nn.Module, bool] | None:

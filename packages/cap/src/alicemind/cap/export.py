@@ -165,6 +165,8 @@ def load_pruned(model_cls: type, folder: str | Path, *, adapter: EncoderAdapter 
     if structure_path.is_file():
         apply_structure(model, json.loads(structure_path.read_text(encoding="utf-8")), adapter)
     state = load_safetensors(folder / WEIGHTS_FILE)
+    # Not a lenient load: every missing or unexpected key raises below, except keys missing only because the
+    # saver stored a tied tensor once (load_state_dict cannot know they alias a loaded one).
     result = model.load_state_dict(state, strict=False)
     problems = [k for k in result.missing_keys if not _is_tied(model, k, state)] + list(result.unexpected_keys)
     if problems:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from alicemind.core.layers import BlockSpec, MaskedLMHead, Pooler, SpanQAHead, TextEmbeddings, TransformerStack
-from alicemind.core.modeling import LoadedCheckpoint, PreTrainedModel
+from alicemind.core.modeling import LoadedCheckpoint, PreTrainedModel, init_bert_weights
 from alicemind.latticebert.config import LatticeBertConfig
 from alicemind.latticebert.crf import CRF
 from alicemind.latticebert.position import LatticePositionBias
@@ -46,17 +46,14 @@ class LatticeBertPreTrainedModel(PreTrainedModel):
     def init_weights(self) -> None:
         """BERT init: normal(0, initializer_range) for weights and tables, zero biases, unit norms."""
         std = self.config.initializer_range
-        for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(module.weight, std=std)
-                if isinstance(module, nn.Linear) and module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, LatticePositionBias):
+
+        def reset_vectors(module: nn.Module) -> None:
+            if isinstance(module, LatticePositionBias):
                 nn.init.normal_(module.reset_theta_1, std=std)
                 nn.init.normal_(module.reset_theta_2, std=std)
+
+        # The released TF code never zeroes a padding row.
+        init_bert_weights(self, std, zero_padding_rows=False, other=reset_vectors)
 
     @classmethod
     def read_checkpoint(cls, path: Path, **config_overrides: Any) -> LoadedCheckpoint:

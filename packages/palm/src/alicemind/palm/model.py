@@ -26,7 +26,7 @@ from alicemind.core.layers import (
     TransformerStack,
     group_rows_by_source,
 )
-from alicemind.core.modeling import LoadedCheckpoint, PreTrainedModel
+from alicemind.core.modeling import LoadedCheckpoint, PreTrainedModel, init_bert_weights
 from alicemind.palm.config import PalmConfig
 from alicemind.palm.pointer import CopyGate, QueryCapture, copy_attention
 
@@ -129,17 +129,7 @@ class PalmModel(PreTrainedModel):
     # -- weights ----------------------------------------------------------------------------------------------
     def init_weights(self) -> None:
         """normal(0, initializer_range) for linear/embedding weights, zero biases, unit norms (sofa and PreSumm)."""
-        std = self.config.initializer_range
-        for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(module.weight, std=std)
-                if isinstance(module, nn.Linear) and module.bias is not None:
-                    nn.init.zeros_(module.bias)
-                if isinstance(module, nn.Embedding) and module.padding_idx is not None:
-                    module.weight.data[module.padding_idx].zero_()
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_bert_weights(self, self.config.initializer_range)
 
     @property
     def output_embeddings(self) -> nn.Embedding:

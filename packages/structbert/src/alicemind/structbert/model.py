@@ -24,7 +24,7 @@ from alicemind.core.layers import (
     TextEmbeddings,
     TransformerStack,
 )
-from alicemind.core.modeling import LoadedCheckpoint, PreTrainedModel
+from alicemind.core.modeling import LoadedCheckpoint, PreTrainedModel, init_bert_weights
 from alicemind.structbert import convert
 from alicemind.structbert.config import StructBertConfig
 
@@ -54,17 +54,7 @@ class StructBertPreTrainedModel(PreTrainedModel):
 
     def init_weights(self) -> None:
         """BERT init: normal(0, initializer_range) for linear and embedding weights, zero biases, unit norms."""
-        std = self.config.initializer_range
-        for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(module.weight, std=std)
-                if isinstance(module, nn.Linear) and module.bias is not None:
-                    nn.init.zeros_(module.bias)
-                if isinstance(module, nn.Embedding) and module.padding_idx is not None:
-                    module.weight.data[module.padding_idx].zero_()
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_bert_weights(self, self.config.initializer_range)
 
     def export_state_dict(self) -> dict[str, torch.Tensor]:
         return convert.to_hf_keys(self.state_dict(), self._file_prefix(), self._multi_task())

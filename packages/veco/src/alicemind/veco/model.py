@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from alicemind.core.layers import BlockSpec, Pooler, SequenceTooLongError, TextEmbeddings, TransformerStack
-from alicemind.core.modeling import LoadedCheckpoint, PreTrainedModel
+from alicemind.core.modeling import LoadedCheckpoint, PreTrainedModel, init_bert_weights
 from alicemind.veco.config import VecoConfig
 
 
@@ -84,17 +84,7 @@ class VecoPreTrainedModel(PreTrainedModel):
 
     def init_weights(self) -> None:
         """BERT init (``init_bert_params``): normal(0, initializer_range), zero biases and padding row, unit norms."""
-        std = self.config.initializer_range
-        for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(module.weight, std=std)
-                if isinstance(module, nn.Linear) and module.bias is not None:
-                    nn.init.zeros_(module.bias)
-                if isinstance(module, nn.Embedding) and module.padding_idx is not None:
-                    module.weight.data[module.padding_idx].zero_()
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_bert_weights(self, self.config.initializer_range)
 
     def export_state_dict(self) -> dict[str, torch.Tensor]:
         from alicemind.veco.convert import to_hf_keys
