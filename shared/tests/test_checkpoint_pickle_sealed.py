@@ -393,11 +393,10 @@ def crafted_stream(rng) -> bytes:
 
 
 def torch_load_as_torch_files_retries(path):
-    """torch.load with the sealed module, translating errors as torch_files' retry does (its second try block).
+    """torch.load with the sealed module, translating only the errors torch's archive reader itself raises.
 
-    load_checkpoint_object first tries torch's own weights_only unpickler; on a mangled file that one can raise
-    struct.error, IndexError, AssertionError, ... which torch_files does not translate (see the xfail test below),
-    so the sweep drives the sealed path the way torch_files calls it.
+    Stricter than torch_files (which turns any exception into CorruptCheckpointError): an unexpected exception
+    type coming out of the sealed unpickler escapes here and fails the sweep.
     """
     module = sp.restricted_pickle_module(path)
     try:

@@ -131,7 +131,7 @@ class _Hostile:
 def test_hostile_pickle_in_model_pt_is_refused_and_runs_nothing(tmp_path):
     folder = rel.write_fairseq_folder(tmp_path / "m")
     marker = tmp_path / "pwned"
-    ckpt = torch.load(folder / "model.pt", weights_only=False)
+    ckpt = torch.load(folder / "model.pt", weights_only=False)  # written by this test itself
     ckpt["extra_state"] = _Hostile(marker)
     torch.save(ckpt, folder / "model.pt", pickle_protocol=pickle.HIGHEST_PROTOCOL)
     with pytest.raises(UnsafeCheckpointError):

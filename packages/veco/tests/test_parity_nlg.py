@@ -19,6 +19,7 @@ DICT_ROWS = 4 + len(rel.dictionary_lines())
 @pytest.fixture(scope="module")
 def release(tmp_path_factory):
     folder = rel.write_fairseq_folder(tmp_path_factory.mktemp("veco") / "veco-large")
+    # The file this test wrote itself; its Namespace args need full unpickling.
     state = torch.load(folder / "model.pt", weights_only=False)["model"]
     return folder, state
 
