@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +29,9 @@ class BlockSpec:
     cross_attention: bool = False
     cross_kv_size: int | None = None
     bias: bool = True
+    # Builds each norm as ``norm_class(hidden_size, eps=layer_norm_eps)``: a family whose released arithmetic is
+    # not torch's LayerNorm (SDCUP's UER norm) passes its own module here.
+    norm_class: Callable[..., nn.Module] = nn.LayerNorm
 
 
 @dataclass
@@ -77,7 +81,7 @@ class TransformerBlock(nn.Module):
         self.self_attn = MultiHeadAttention(
             h, spec.num_heads, fused=spec.fused_qkv, bias=spec.bias, dropout=spec.attention_dropout
         )
-        self.self_attn_norm = nn.LayerNorm(h, eps=eps)
+        self.self_attn_norm = spec.norm_class(h, eps=eps)
         if spec.cross_attention:
             self.cross_attn = MultiHeadAttention(
                 h,
@@ -88,9 +92,9 @@ class TransformerBlock(nn.Module):
                 bias=spec.bias,
                 dropout=spec.attention_dropout,
             )
-            self.cross_attn_norm = nn.LayerNorm(h, eps=eps)
+            self.cross_attn_norm = spec.norm_class(h, eps=eps)
         self.ffn = FeedForward(h, spec.intermediate_size, spec.activation, bias=spec.bias)
-        self.ffn_norm = nn.LayerNorm(h, eps=eps)
+        self.ffn_norm = spec.norm_class(h, eps=eps)
         self.dropout = nn.Dropout(spec.dropout)
 
     def _residual(self, x: torch.Tensor, norm: nn.LayerNorm, sublayer) -> torch.Tensor:

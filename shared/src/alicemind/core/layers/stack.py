@@ -30,7 +30,7 @@ class TransformerStack(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(TransformerBlock(spec) for _ in range(num_layers))
         final_norm = spec.norm_first if final_norm is None else final_norm
-        self.final_norm = nn.LayerNorm(spec.hidden_size, eps=spec.layer_norm_eps) if final_norm else None
+        self.final_norm = spec.norm_class(spec.hidden_size, eps=spec.layer_norm_eps) if final_norm else None
         self.padding_free = padding_free
         self.gradient_checkpointing = False
 
