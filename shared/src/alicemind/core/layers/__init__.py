@@ -19,6 +19,7 @@ from alicemind.core.layers.embeddings import (
 from alicemind.core.layers.heads import ClassificationHead, MaskedLMHead, Pooler, SpanQAHead
 from alicemind.core.layers.padding import PackedBatch
 from alicemind.core.layers.stack import StackOutput, TransformerStack
+from alicemind.core.layers.vision import VisionConfig, VisionTransformer
 
 __all__ = [
     "BlockSpec",
@@ -39,6 +40,8 @@ __all__ = [
     "TextEmbeddings",
     "TransformerBlock",
     "TransformerStack",
+    "VisionConfig",
+    "VisionTransformer",
     "build_attention_mask",
     "causal_mask",
     "get_activation",
