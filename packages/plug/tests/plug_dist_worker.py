@@ -1,0 +1,154 @@
+"""Run under ``torchrun --nproc_per_node 2`` (gloo, CPU) by test_distributed.py; writes ``rank{r}.json`` results.
+
+``python plug_dist_worker.py SCENARIO MODEL_DIR OUT_DIR``; scenarios: ``tp`` (TP=2 forward + greedy generation vs
+the single-process model), ``fsdp`` (FSDP2 step vs single-process step), ``dcp-save`` (train at TP=2, save a
+distributed checkpoint, record the next loss). ``dcp-load`` runs as a plain single process (TP=1).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.tensor import DTensor
+from torch.distributed.tensor.parallel import loss_parallel
+
+from alicemind.core.generation import GenerationConfig, generate
+from alicemind.plug import PlugConfig, PlugForConditionalGeneration, parallelize_plug, unfuse_projections
+
+torch.set_num_threads(1)
+torch.set_default_dtype(torch.float64)
+
+
+def batch(rows: int = 4, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(104, 120, (rows, 10), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0
+    labels = torch.randint(104, 120, (rows, 6), generator=g)
+    return ids, mask, labels
+
+
+def build_parallel(folder: Path, mesh, **kw) -> PlugForConditionalGeneration:
+    config = PlugConfig.from_json_file(folder / "config.json", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    with torch.device("meta"):
+        model = PlugForConditionalGeneration(config)
+    return parallelize_plug(model, mesh, weights=folder, **kw)
+
+
+def reference(folder: Path) -> PlugForConditionalGeneration:
+    return PlugForConditionalGeneration.from_pretrained(folder, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+
+
+def step(model, optim, ids, mask, labels) -> float:
+    """One AdamW step; sharded logits take the vocabulary-parallel loss."""
+    optim.zero_grad()
+    with loss_parallel():
+        loss = model(ids, mask, labels=labels).loss
+        loss.backward()
+    optim.step()
+    return float((loss.full_tensor() if isinstance(loss, DTensor) else loss).detach())
+
+
+def full(t: torch.Tensor) -> torch.Tensor:
+    return t.full_tensor() if isinstance(t, DTensor) else t
+
+
+def scenario_tp(folder: Path) -> dict:
+    mesh = init_device_mesh("cpu", (2,), mesh_dim_names=("tp",))
+    model = build_parallel(folder, mesh).eval()
+    ref = reference(folder).eval()
+    ids, mask, labels = batch()
+    with torch.no_grad():
+        got = full(model(ids, mask, labels=labels).logits)
+        want = ref(ids, mask, labels=labels).logits
+    finite = torch.isfinite(want)
+    config = GenerationConfig.from_dict({**ref.generation_defaults(), "max_new_tokens": 8, "min_length": 8})
+    tokens = generate(model, ids, mask, config).sequences.tolist()
+    want_tokens = generate(ref, ids, mask, config).sequences.tolist()
+    shard = model.embeddings.word_embeddings.weight
+    return {
+        "max_diff": float((got[finite] - want[finite]).abs().max()),
+        "same_inf": bool(torch.equal(torch.isfinite(got), finite)),
+        "tokens": tokens,
+        "want_tokens": want_tokens,
+        "local_vocab_rows": shard.to_local().shape[0],
+        "local_heads": model.encoder.layers[0].self_attn.num_heads,
+    }
+
+
+def scenario_fsdp(folder: Path) -> dict:
+    rank = dist.get_rank()
+    mesh = init_device_mesh("cpu", (2,), mesh_dim_names=("dp",))
+    model = build_parallel(folder, mesh, activation_checkpointing=True).train()
+    ref = unfuse_projections(reference(folder)).train()
+    ids, mask, labels = batch()
+    ref_opt = torch.optim.AdamW(ref.parameters(), lr=1e-3, foreach=False)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, foreach=False)
+    half = slice(2 * rank, 2 * rank + 2)
+    step(ref, ref_opt, ids, mask, labels)  # the whole batch in one process
+    step(model, opt, ids[half], mask[half], labels[half])  # half per rank; FSDP averages the gradients
+    want = dict(ref.named_parameters())
+    diffs = {}
+    for name, param in model.named_parameters():
+        clean = name.replace("_checkpoint_wrapped_module.", "")
+        diffs[clean] = float((full(param.detach()) - want[clean].detach()).abs().max())
+    start = dict(reference(folder).named_parameters())
+    moved = max(float((want[k] - start[k]).abs().max()) for k in want if k in start)
+    return {"max_diff": max(diffs.values()), "params": len(diffs), "expected_params": len(want), "moved": moved,
+            "local_rows": model.embeddings.word_embeddings.weight.to_local().shape[0]}  # fmt: skip
+
+
+def scenario_dcp_save(folder: Path, out: Path) -> dict:
+    mesh = init_device_mesh("cpu", (2,), mesh_dim_names=("tp",))
+    model = build_parallel(folder, mesh).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, foreach=False)
+    ids, mask, labels = batch()
+    losses = [step(model, opt, ids, mask, labels) for _ in range(2)]
+    model_state, optim_state = get_state_dict(model, opt)
+    dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(out / "dcp"))
+    losses.append(step(model, opt, ids, mask, labels))
+    return {"losses": losses}
+
+
+def scenario_dcp_load(folder: Path, out: Path) -> dict:
+    model = unfuse_projections(reference(folder)).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, foreach=False)
+    ids, mask, labels = batch()
+    step(model, opt, ids, mask, labels)  # creates the optimizer state that the checkpoint overwrites
+    model_state, optim_state = get_state_dict(model, opt)
+    state = {"model": model_state, "optim": optim_state}
+    dcp.load(state, checkpoint_id=str(out / "dcp"))
+    set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    return {"losses": [step(model, opt, ids, mask, labels)]}
+
+
+def main() -> None:
+    name, folder, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+    distributed = name != "dcp-load"
+    if distributed:
+        dist.init_process_group("gloo")
+    if name == "tp":
+        result = scenario_tp(folder)
+    elif name == "fsdp":
+        result = scenario_fsdp(folder)
+    elif name == "dcp-save":
+        result = scenario_dcp_save(folder, out)
+    else:
+        result = scenario_dcp_load(folder, out)
+    rank = dist.get_rank() if distributed else 0
+    (out / f"{name}-rank{rank}.json").write_text(json.dumps(result))
+    if distributed:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    main()
