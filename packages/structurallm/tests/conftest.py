@@ -1,0 +1,28 @@
+"""Shared tiny fixtures: one torch thread per test, a byte-level BPE tokenizer built in the test."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from structurallm_testing import tiny_tokenizer  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny shapes run fastest on one thread; more only add contention on a shared 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def tokenizer(tmp_path):
+    return tiny_tokenizer(tmp_path / "tokenizer")
