@@ -55,6 +55,18 @@ def causal_mask(q_len: int, k_len: int, device=None) -> torch.Tensor:
     return torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril(diagonal=offset)
 
 
+def _all_real(key_padding_mask: torch.Tensor) -> bool:
+    """Whether no position is padding, so the mask can be dropped.
+
+    Eager only: the answer depends on the data, and asking it inside ``torch.compile`` is a host sync and a graph
+    break. A compiled graph keeps the (all-True or not) mask instead, which SDPA treats the same; a caller that
+    knows its batch is full passes no mask at all (the collator's decision, made once per batch outside the graph).
+    """
+    if torch.compiler.is_compiling():
+        return False
+    return bool(key_padding_mask.all())
+
+
 def build_attention_mask(
     key_padding_mask: torch.Tensor | None,
     q_len: int,
@@ -71,7 +83,7 @@ def build_attention_mask(
     """
     k_len = k_len if k_len is not None else (key_padding_mask.shape[-1] if key_padding_mask is not None else q_len)
     mask = None
-    if key_padding_mask is not None and not bool(key_padding_mask.all()):
+    if key_padding_mask is not None and not _all_real(key_padding_mask):
         mask = key_padding_mask.bool()[:, None, None, :]
     if causal:
         device = key_padding_mask.device if key_padding_mask is not None else None
@@ -184,7 +196,9 @@ class MultiHeadAttention(nn.Module):
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         if cache is not None:
             k, v = cache.append(k, v)
-        causal_flag = is_causal and mask is None and q.shape[2] == k.shape[2]
+        # A single query needs no causal mask (it sees every cached position). Testing that first keeps the flag a
+        # plain bool under torch.compile, where the cache length is symbolic and SDPA refuses a symbolic flag.
+        causal_flag = is_causal and mask is None and q.shape[2] != 1 and q.shape[2] == k.shape[2]
         if is_causal and mask is None and not causal_flag and q.shape[2] > 1:
             mask = causal_mask(q.shape[2], k.shape[2], q.device)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal_flag)

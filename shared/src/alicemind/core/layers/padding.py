@@ -25,7 +25,13 @@ class PackedBatch:
         lengths = mask.sum(dim=1, dtype=torch.int32)
         indices = torch.nonzero(mask.flatten(), as_tuple=False).flatten()
         cu = torch.nn.functional.pad(torch.cumsum(lengths, dim=0, dtype=torch.int32), (1, 0))
-        return cls(indices, cu, int(lengths.max()) if lengths.numel() else 0, mask.shape[0], mask.shape[1], mask)
+        # The longest row is only a kernel-sizing hint (varlen flash on CUDA); inside torch.compile reading it is a
+        # host sync and a graph break, so the padded length, a valid upper bound, stands in there.
+        if torch.compiler.is_compiling():
+            longest = mask.shape[1]
+        else:
+            longest = int(lengths.max()) if lengths.numel() else 0
+        return cls(indices, cu, longest, mask.shape[0], mask.shape[1], mask)
 
     def pack(self, padded: torch.Tensor) -> torch.Tensor:
         """``[B, L, ...]`` -> ``[N, ...]`` keeping only real tokens."""

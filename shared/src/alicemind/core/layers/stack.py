@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from alicemind.core.layers.attention import build_attention_mask
+from alicemind.core.layers.attention import _all_real, build_attention_mask
 from alicemind.core.layers.block import BlockSpec, LayerCache, TransformerBlock
 from alicemind.core.layers.padding import PackedBatch
 
@@ -66,7 +66,7 @@ class TransformerStack(nn.Module):
             and caches is None
             and attn_bias is None
             and not output_hidden_states
-            and not bool(padding_mask.all())
+            and not _all_real(padding_mask)
         )
         if use_packed:
             packed = PackedBatch.from_mask(padding_mask)
