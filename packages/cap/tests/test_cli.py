@@ -17,7 +17,7 @@ def glue_setup(tmp_path, tiny):
 
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
-    tokenizer = transformers.BertTokenizerFast(vocab_file=str(vocab))
+    tokenizer = transformers.BertTokenizerFast.from_pretrained(str(tmp_path))  # reads vocab.txt (any version)
     for name, seed, labels in (("student", 0, 2), ("teacher", 1, 2), ("teacher3", 2, 3)):
         model = tiny.hf_bert(num_labels=labels, seed=seed)
         model.save_pretrained(tmp_path / name)

@@ -19,7 +19,7 @@ from alicemind.childtuning import (
     paper_reserve_p,
 )
 from alicemind.childtuning.cli import config_from_args, register, run_reproduce
-from alicemind.childtuning.repro_data import build_topic_task
+from alicemind.core.data.topic_task import build_topic_task
 
 
 def test_paper_settings_as_data() -> None:

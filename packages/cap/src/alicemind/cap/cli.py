@@ -23,14 +23,22 @@ register_recipe_rules(
         "cap.max_snapshots": Rule(int, min=0),
         "cap.extra_examples": Rule(int, min=0),
         "cap.bank_dtype": Rule(str, choices=("float16", "bfloat16", "float32")),
+        "doc_stride_mode": Rule(str, choices=("overlap", "step")),
+        "doc_stride": Rule(int, min=1),
+        "max_seq_length": Rule(int, min=8),
     },
 )
 
 
 def _prune(args: argparse.Namespace) -> int:
     from alicemind.cap.glue import run_glue_recipe
+    from alicemind.cap.squad import run_squad_recipe
 
-    summary = run_glue_recipe(recipe_from_args("cap", args), progress_bar=not args.no_progress)
+    recipe = recipe_from_args("cap", args)
+    runners = {"glue": run_glue_recipe, "squad": run_squad_recipe}
+    if recipe.get("kind") not in runners:
+        raise CliError(f"recipe kind must be one of {', '.join(runners)}, got {recipe.get('kind')!r}")
+    summary = runners[recipe["kind"]](recipe, progress_bar=not args.no_progress)
     print(json.dumps(summary, indent=1, default=str))
     return 0
 
@@ -50,13 +58,18 @@ def _evaluate(args: argparse.Namespace) -> int:
     if model_cls is None:
         raise CliError(f"transformers has no class {archs[0]} (from {folder}/config.json)")
     model = load_pruned(model_cls, folder)
-    task = get_task(args.task)
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(args.tokenizer or folder))
-    examples = load_task_examples(task, task_folder(args.data_dir, task), args.split)
-    features = encode(tokenizer, task, examples, args.max_seq_length)
     collate = DataCollatorWithPadding(pad_token_id=tokenizer.pad_token_id or 0)
-    metrics = make_eval_fn(task, features, collate, args.batch_size)(model.eval())
-    result = {"task": task.name, "split": args.split, "parameters": count_parameters(model), **metrics}
+    if args.task.lower() == "squad":
+        metrics = _squad_metrics(args, tokenizer, collate, model)
+        task_name = "squad"
+    else:
+        task = get_task(args.task)
+        examples = load_task_examples(task, task_folder(args.data_dir, task), args.split)
+        features = encode(tokenizer, task, examples, args.max_seq_length)
+        metrics = make_eval_fn(task, features, collate, args.batch_size)(model.eval())
+        task_name = task.name
+    result = {"task": task_name, "split": args.split, "parameters": count_parameters(model), **metrics}
     for name in (STRUCTURE_FILE, REPORT_FILE):
         if (folder / name).is_file():
             report = json.loads((folder / name).read_text(encoding="utf-8"))
@@ -65,6 +78,19 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.output:
         Path(args.output).write_text(json.dumps(result, indent=1), encoding="utf-8")
     return 0
+
+
+def _squad_metrics(args: argparse.Namespace, tokenizer, collate, model) -> dict[str, float]:
+    from alicemind.cap.squad import encode_windows, make_squad_eval_fn
+    from alicemind.core.data.own_spans import read_squad
+
+    path = Path(args.data_dir)
+    path = path if path.is_file() else path / f"{args.split}-v1.1.json"
+    if not path.is_file():
+        raise CliError(f"{path} does not exist: give --data-dir a SQuAD v1.1 JSON file or its folder")
+    examples = read_squad(path)
+    features = encode_windows(tokenizer, examples, max_length=args.max_seq_length, doc_stride=args.doc_stride)
+    return make_squad_eval_fn(examples, features, collate, args.batch_size)(model.eval())
 
 
 def _reproduce(args: argparse.Namespace) -> int:
@@ -100,22 +126,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     verbs = parser.add_subparsers(title="verbs", dest="verb", metavar="VERB", required=True)
     prune = verbs.add_parser(
         "prune",
-        help="prune a pre-trained encoder on a GLUE task with a fine-tuned teacher (glue-* recipes)",
-        description="CAP-f recipes (glue-mnli, glue-qqp, glue-sst-2) run the iterative 10%..90% loop and keep every "
-        "step's smaller model in output_dir/step-K/model; glue-qqp-cap-m / glue-qqp-cap-soft run movement pruning "
-        "and write output_dir/model with a per-matrix sparsity report. Example: alicemind cap prune --recipe "
-        "glue-sst-2 data_dir=glue/SST-2 model=bert-base-uncased/ teacher=bert-sst2/ output_dir=runs/cap-sst2",
+        help="prune a pre-trained encoder on a GLUE task or SQuAD with a fine-tuned teacher",
+        description="CAP-f recipes (glue-mnli, glue-qqp, glue-sst-2, squad) run the iterative 10%..90% loop and keep "
+        "every step's smaller model in output_dir/step-K/model; the -cap-m / -cap-soft recipes (glue-mnli, glue-qqp, "
+        "squad: the tasks the original has unstructured scripts for) run movement pruning and write output_dir/model "
+        "with a per-matrix sparsity report. Example: alicemind cap prune --recipe glue-sst-2 data_dir=glue/SST-2 "
+        "model=bert-base-uncased/ teacher=bert-sst2/ output_dir=runs/cap-sst2; SQuAD: --recipe squad "
+        "data_dir=squad/ (train-v1.1.json, dev-v1.1.json) model=bert-base-uncased/ teacher=bert-squad/",
     )
     add_recipe_arguments(prune, default="glue-sst-2")
     prune.add_argument("--no-progress", action="store_true", help="no progress bars")
     prune.set_defaults(func=_prune)
-    evaluate = verbs.add_parser("evaluate", help="evaluate a pruned model folder on a GLUE task's dev set")
+    evaluate = verbs.add_parser("evaluate", help="evaluate a pruned model folder on a GLUE task's or SQuAD's dev set")
     evaluate.add_argument("--model", required=True, help="a folder written by 'alicemind cap prune' (or export_pruned)")
-    evaluate.add_argument("--data-dir", required=True, help="the task folder (or a folder with one per task)")
-    evaluate.add_argument("--task", required=True, help="GLUE task name, e.g. sst-2, qqp, mnli")
+    evaluate.add_argument("--data-dir", required=True, help="the task folder (or a folder with one per task); SQuAD: "
+                          "the folder of dev-v1.1.json or the file")  # fmt: skip
+    evaluate.add_argument("--task", required=True, help="GLUE task name (sst-2, qqp, mnli, ...) or squad")
     evaluate.add_argument("--split", default="dev")
     evaluate.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the model folder)")
-    evaluate.add_argument("--max-seq-length", type=int, default=128)
+    evaluate.add_argument("--max-seq-length", type=int, default=128, help="128 for GLUE; SQuAD recipes use 384")
+    evaluate.add_argument("--doc-stride", type=int, default=128, help="SQuAD: pieces shared by two windows")
     evaluate.add_argument("--batch-size", type=int, default=64)
     evaluate.add_argument("--output", default=None, help="also write the metrics JSON here")
     evaluate.set_defaults(func=_evaluate)

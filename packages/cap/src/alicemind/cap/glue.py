@@ -48,7 +48,7 @@ def task_folder(data_dir: str | Path | None, task: TaskSpec) -> Path:
     return base
 
 
-def _folder(path: str | Path | None, role: str) -> Path:
+def model_folder(path: str | Path | None, role: str) -> Path:
     if path is None:
         raise CliError(f"no {role} given: add {role}=PATH (a Hugging Face model folder)")
     folder = Path(path)
@@ -59,7 +59,7 @@ def _folder(path: str | Path | None, role: str) -> Path:
 
 def check_teacher(path: str | Path | None, task: TaskSpec) -> None:
     """The teacher folder exists and was fine-tuned for the task's label count."""
-    folder = _folder(path, "teacher")
+    folder = model_folder(path, "teacher")
     config = require_transformers().AutoConfig.from_pretrained(str(folder))
     if getattr(config, "num_labels", None) != task.num_labels:
         raise CliError(
@@ -71,7 +71,7 @@ def check_teacher(path: str | Path | None, task: TaskSpec) -> None:
 def load_classifier(path: str | Path | None, task: TaskSpec, role: str):
     """A Hugging Face folder as ``AutoModelForSequenceClassification`` with the task's label count."""
     transformers = require_transformers()
-    folder = _folder(path, role)
+    folder = model_folder(path, role)
     return transformers.AutoModelForSequenceClassification.from_pretrained(str(folder), num_labels=task.num_labels)
 
 

@@ -1,10 +1,11 @@
-"""The paper's numbers beside ours, and the laptop-scale mini-reproduction (CAP-m vs magnitude vs movement).
+"""The paper's numbers beside ours, and the laptop-scale mini-reproduction (CAP vs magnitude vs movement).
 
 The mini-reproduction: the shipped all-MiniLM-L6-v2 checkpoint (a real pre-trained 6-layer BERT) with a fresh
-head, pruned from the pre-trained weights (as the original: the student is not fine-tuned first) on the offline
-stdlib-docstring topic task of ``alicemind.childtuning.repro_data`` when installed, else an error naming it.
-Three arms at equal sparsity and schedule: magnitude pruning (|W| top-K, CE), movement pruning (top-K scores,
-CE) and CAP-m (movement + distillation from a fine-tuned teacher + PrC/SnC/FiC). Mean and spread over seeds.
+head, pruned from the pre-trained weights (as the original: the student is not fine-tuned first) on core's offline
+stdlib-docstring topic task (``alicemind.core.data.topic_task``). Arms at equal sparsity: magnitude pruning (|W|
+top-K, CE), movement pruning (top-K scores, CE) and CAP-m (movement + distillation from a fine-tuned teacher +
+PrC/SnC/FiC) on the same cubic schedule, and CAP-f (structured: heads and FFN neurons, the iterative 10%..90% loop,
+read at its 50/80/90% steps). Mean and spread over seeds.
 """
 
 from __future__ import annotations
@@ -54,21 +55,22 @@ def paper_table(runs: Sequence[str | Path]) -> str:
 
 @dataclass
 class MiniConfig:
-    """Knobs of the mini-reproduction (defaults sized for about 10 minutes on a 2-core CPU)."""
+    """Knobs of the mini-reproduction (defaults sized for about 25 minutes on a shared 2-core CPU)."""
 
     model_dir: str | None = None
     seeds: tuple[int, ...] = SEEDS[:3]
     sparsities: tuple[float, ...] = (0.5, 0.8, 0.9)
-    methods: tuple[str, ...] = ("magnitude", "movement", "cap-m")
+    methods: tuple[str, ...] = ("magnitude", "movement", "cap-m", "cap-f")
     train_per_class: int = 16
     eval_per_class: int = 40
     max_length: int = 32
-    batch_size: int = 16
-    epochs: int = 6
+    batch_size: int = 8
+    epochs: int = 12  # 12 steps an epoch: 144 steps
     lr: float = 2e-4
     mask_lr: float = 1e-2
     teacher_epochs: int = 4
-    warmup_steps: int = 6  # one epoch dense, cubic over the next three, the last two at the final sparsity
+    warmup_steps: int = 12  # one epoch dense, cubic over the next nine, the last two at the final sparsity
+    structured_retrain_epochs: int = 2  # CAP-f: 9 steps x 2 epochs = 216 steps (120 by the 50% step)
     threads: int | None = None
 
 
@@ -83,10 +85,8 @@ def default_model_dir() -> str:
 
 
 def _task(cfg: MiniConfig):
-    try:
-        from alicemind.childtuning.repro_data import build_topic_task
-    except ModuleNotFoundError as err:
-        raise RuntimeError("the mini-reproduction's task comes from alicemind-childtuning: install it") from err
+    from alicemind.core.data.topic_task import build_topic_task
+
     return build_topic_task(cfg.train_per_class, cfg.eval_per_class)
 
 
@@ -139,7 +139,10 @@ def _teacher(cfg, model_dir, train, num_labels, seed, collate):
 
 
 def arm_config(method: str, sparsity: float, cfg: MiniConfig) -> CapConfig:
-    """The CapConfig of one arm: the baselines train with CE only; CAP-m adds KD and the three modules."""
+    """The CapConfig of one arm: the baselines train with CE only; CAP-m adds KD and the three modules; CAP-f is
+    the structured GLUE script's objective (tau 0.1, w_u 0.3, w_s 3, T 1) on the 10%..90% sequence."""
+    if method == "cap-f":
+        return CapConfig(method="cap-f", retrain_epochs=cfg.structured_retrain_epochs)
     common = dict(method="cap-m", final_sparsity=sparsity, warmup_steps=cfg.warmup_steps, initial_warmup=1,
                   final_warmup=2, mask_lr=cfg.mask_lr, kd_temperature=2.0, w_unsup=0.1, w_sup=10.0)  # fmt: skip
     if method == "cap-m":
@@ -186,8 +189,16 @@ def run_mini(
         teacher = _teacher(cfg, model_dir, train, len(labels), seed, collate)
         teachers.append(_accuracy(teacher, evaluation, collate))
         log(f"seed {seed}: teacher acc {100 * teachers[-1]:.1f} ({time.perf_counter() - t0:.0f}s)")
+        if "cap-f" in cfg.methods:
+            t0 = time.perf_counter()
+            for sparsity, a in _structured_arm(cfg, model_dir, train, evaluation, collate, teacher, seed).items():
+                acc["cap-f"][str(sparsity)].append(a)
+                log(f"seed {seed} cap-f     {sparsity:.0%}: acc {100 * a:5.1f}")
+            log(f"seed {seed} cap-f: {time.perf_counter() - t0:.0f}s")
+            if on_progress is not None:
+                on_progress(snapshot(complete=False))
         for sparsity in cfg.sparsities:
-            for method in cfg.methods:
+            for method in [m for m in cfg.methods if m != "cap-f"]:
                 t0 = time.perf_counter()
                 student = _model(model_dir, len(labels), seed)
                 result = prune_model(student, arm_config(method, sparsity, cfg), train, collate,
@@ -202,6 +213,38 @@ def run_mini(
                 if on_progress is not None:
                     on_progress(snapshot(complete=False))
     return snapshot()
+
+
+def structured_weight_sparsity(model, heads: float, neurons: float) -> float:
+    """Fraction of the Q, K, V, O, FFN-in and FFN-out weights removed when ``heads`` of the heads and ``neurons``
+    of the FFN neurons are pruned (every layer has the same shapes, so the global fractions suffice)."""
+    from alicemind.cap.adapters import find_adapter
+
+    linears = find_adapter(model).layers(model)[0].linears()
+    ffn = sum(linears.pop(k).weight.numel() for k in ("ffn_in", "ffn_out"))
+    attn = sum(linear.weight.numel() for linear in linears.values())
+    return (attn * heads + ffn * neurons) / (attn + ffn)
+
+
+def _structured_arm(cfg, model_dir, train, evaluation, collate, teacher, seed) -> dict[float, float]:
+    """One CAP-f run over the 10%..90% sequence; the accuracy at each asked sparsity's step."""
+    from alicemind.cap.loop import prune_model
+
+    student = _model(model_dir, teacher.config.num_labels, seed)
+    config = arm_config("cap-f", 0.0, cfg)
+    missing = {round(s, 4) for s in cfg.sparsities} - {round(s, 4) for s in config.sparsities}
+    if missing:
+        raise ValueError(f"CAP-f reaches only {list(config.sparsities)}; asked {sorted(missing)} too")
+    result = prune_model(student, config, train, collate, _training(cfg, cfg.structured_retrain_epochs, seed),
+                         teacher=teacher, eval_fn=lambda m: {"accuracy": _accuracy(m, evaluation, collate)},
+                         progress=False, log=lambda s: None)  # fmt: skip
+    out = {}
+    for record in result["steps"]:
+        removed = structured_weight_sparsity(student, record["heads"], record["neurons"])
+        if abs(removed - record["sparsity"]) > 0.01:
+            raise RuntimeError(f"cap-f removed {removed:.4f} of the weights at its {record['sparsity']} step")
+        out[round(record["sparsity"], 4)] = record["accuracy"]
+    return {s: out[round(s, 4)] for s in cfg.sparsities}
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -223,7 +266,16 @@ def format_mini(results: dict[str, Any]) -> str:
         f"{cfg['batch_size']}, lr {cfg['lr']}, mask lr {cfg['mask_lr']}, word embeddings frozen. Magnitude and "
         "movement train with CE only; CAP-m uses 0.1 CE + 0.9 KD (T=2) + PrC/SnC/FiC (tau 0.1, w_u 0.1, w_s 10) "
         f"with a teacher fine-tuned {cfg['teacher_epochs']} epochs (dense teacher acc {t_mean:.1f} ± {t_std:.1f}). "
-        f"Seeds {list(cfg['seeds'])}.",
+        + (
+            "CAP-f (structured) removes attention heads and FFN neurons on the iterative 10%, 20%, ..., 90% "
+            f"sequence with {cfg.get('structured_retrain_epochs', 2)} retraining epochs per step, 0.1 CE + 0.9 KD "
+            "(T=1) + PrC/SnC/FiC (tau 0.1, w_u 0.3, w_s 3), the GLUE script's objective; its cells are the "
+            "accuracies after the 50%, 80% and 90% steps of one run per seed (heads and neurons removed, so the "
+            "same fraction of the six matrices' weights, but whole rows and columns). "
+            if "cap-f" in results["accuracy"]
+            else ""
+        )
+        + f"Seeds {list(cfg['seeds'])}.",
         f"Run time {results['seconds'] / 60:.1f} min ({results['environment']}; 1-min load average "
         + " at start, ".join(f"{x:.1f}" if x is not None else "?" for x in results["load_average"])
         + " at end).",
@@ -245,16 +297,15 @@ def format_mini(results: dict[str, Any]) -> str:
     if not results.get("complete", True):
         lines += ["", "**Incomplete run**: it was stopped before every seed finished; cells list the seeds done."]
     lines += ["", "Reading:", ""]
+    accs = results["accuracy"]
     for s in cfg["sparsities"]:
-        accs = results["accuracy"]
-        if "cap-m" not in accs:
-            continue
-        for base in [m for m in accs if m != "cap-m"]:
-            diffs = [100 * (a - b) for a, b in zip(accs["cap-m"][str(s)], accs[base][str(s)])]
-            if not diffs:
-                continue
-            mean = statistics.fmean(diffs)
-            se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("inf")
-            verdict = "beyond 2 s.e." if abs(mean) > 2 * se else "within 2 s.e. (not distinguishable)"
-            lines.append(f"- {s:.0%}: CAP-m - {base}: {mean:+.1f} points (paired, s.e. {se:.1f}), {verdict}.")
+        for cap in [m for m in ("cap-m", "cap-f") if m in accs]:
+            for base in [m for m in ("magnitude", "movement") if m in accs]:
+                diffs = [100 * (a - b) for a, b in zip(accs[cap][str(s)], accs[base][str(s)])]
+                if not diffs:
+                    continue
+                mean = statistics.fmean(diffs)
+                se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("inf")
+                verdict = "beyond 2 s.e." if abs(mean) > 2 * se else "within 2 s.e. (not distinguishable)"
+                lines.append(f"- {s:.0%}: {cap.replace('cap', 'CAP')} - {base}: {mean:+.1f} points (paired, s.e. {se:.1f}), {verdict}.")
     return "\n".join(lines) + "\n"

@@ -2,7 +2,7 @@
 
 The paper's setting (BERT-large etc. on CoLA/RTE/MRPC/STS-B, 10 seeds) needs GLUE and GPUs. This is the same
 comparison at CPU scale: a small pre-trained BERT (all-MiniLM-L6-v2 by default) with a fresh classification head,
-fine-tuned on the stdlib-docstring topic task of :mod:`alicemind.childtuning.repro_data`. Every arm uses the
+fine-tuned on the stdlib-docstring topic task of :mod:`alicemind.core.data.topic_task`. Every arm uses the
 same optimizer (ChildTuningAdamW with the original's quirks; vanilla is its unmasked form), schedule and seeds.
 """
 
@@ -24,7 +24,7 @@ from torch import nn
 from alicemind.childtuning.adamw import ORIGINAL_QUIRKS, ChildTuningAdamW
 from alicemind.childtuning.args import PAPER_SEEDS
 from alicemind.childtuning.fisher import compute_fisher_mask
-from alicemind.childtuning.repro_data import build_topic_task
+from alicemind.core.data.topic_task import build_topic_task
 
 ModelFactory = Callable[[str, int], nn.Module]
 
