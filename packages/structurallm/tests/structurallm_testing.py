@@ -90,3 +90,45 @@ def funsd_annotation(entities: list[tuple[str, str, list[int]]]) -> dict:
                       for k, w in enumerate(words)],
         })  # fmt: skip
     return {"form": form}
+
+
+# Synthetic pages whose words tell where their cell sits, so both MVLM and CPC are learnable from text.
+AREAS = {"name": (60, 60), "date": (760, 60), "total": (760, 860), "amount": (60, 860)}
+
+
+def synthetic_pages(count: int, seed: int = 0) -> list[dict]:
+    """JSONL rows ``{words, boxes, cells, page_size}``: four cells per page in shuffled reading order."""
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(count):
+        words, boxes, cells = [], [], []
+        order = list(AREAS)
+        rng.shuffle(order)
+        for cell, key in enumerate(order):
+            x, y = AREAS[key]
+            dx, dy = rng.randint(0, 80), rng.randint(0, 60)
+            for k, word in enumerate([key, "of", "the", key]):
+                words.append(word)
+                boxes.append([2 * (x + dx + 20 * k), 2 * (y + dy), 2 * (x + dx + 20 * k + 18), 2 * (y + dy + 30)])
+                cells.append(cell)
+        rows.append({"words": words, "boxes": boxes, "cells": cells, "page_size": [2000, 2000]})
+    return rows
+
+
+def write_funsd_split(folder: Path, count: int, seed: int = 0) -> None:
+    """FUNSD-format pages: a header at the top, question/answer pairs, an "other" cell; fixed wording per role."""
+    import random
+
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for n in range(count):
+        y = rng.randint(100, 300)
+        entities = [("header", "the form", [300, 20, 600, 60])]
+        for _ in range(rng.randint(2, 3)):
+            entities.append(("question", "name of", [50, y, 200, y + 30]))
+            entities.append(("answer", "total amount", [260, y, 500, y + 30]))
+            y += 90
+        entities.append(("other", "date to", [600, 900, 700, 950]))
+        (folder / f"page_{n:03d}.json").write_text(json.dumps(funsd_annotation(entities)))

@@ -196,3 +196,9 @@ def read_documents(path: str | Path, **kwargs: Any) -> list[Document]:
     if path.suffix == ".json":
         return [read_funsd(path, **kwargs)]
     return read_documents_jsonl(path, **kwargs)
+
+
+def document_files(path: str | Path) -> dict[str, Path]:
+    """The input files behind ``path`` (itself, or the ``*.json`` of a folder), for a run's fingerprint."""
+    path = Path(path)
+    return {f.name: f for f in sorted(path.glob("*.json"))} if path.is_dir() else {path.name: path}

@@ -62,9 +62,12 @@ class DocumentEncoder:
             boxes = prefix_box + [tuple(doc.boxes[token_word[t]]) for t in span] + [SEP_BOX]
             pos = [0] * len(prefix_ids) + [min(doc.cells[token_word[t]] + 1, self.max_pos_bbox) for t in span] + [0]
             word_index = [-1] * len(prefix_ids) + [token_word[t] if first[t] else -1 for t in span] + [-1]
+            token_of = [-1] * len(prefix_ids) + [token_word[t] for t in span] + [-1]
+            cells = [-1] * len(prefix_ids) + [doc.cells[token_word[t]] for t in span] + [-1]
             owned = [False] * len(prefix_ids) + [first[t] and owner[token_word[t]] == number for t in span] + [False]
             window = {"input_ids": ids, "bbox": [list(b) for b in boxes], "pos_bbox": pos,
-                      "attention_mask": [1] * len(ids), "word_index": word_index, "owned": owned,
+                      "attention_mask": [1] * len(ids), "word_index": word_index, "owned": owned, "cells": cells,
+                      "token_word": token_of,
                       "offset": len(prefix_ids) - start, "doc_id": doc.id}  # fmt: skip
             if doc.labels is not None and self.label2id is not None:
                 window["labels"] = [self._label(doc, w) if w >= 0 else -100 for w in word_index]
