@@ -131,7 +131,9 @@ def _encoder_inputs(kwargs: dict[str, Any]) -> dict[str, Any]:
 def _ce_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     loss = F.cross_entropy(logits.float(), labels, ignore_index=-100)
     valid = labels != -100
-    acc = (logits.argmax(-1)[valid] == labels[valid]).float().mean() if bool(valid.any()) else loss.new_zeros(())
+    # Correct over valid, counted without selecting rows (no data-dependent shape under torch.compile); 0 when
+    # nothing is valid. Counts are exact integers in fp32, so this equals the mean over the valid rows.
+    acc = ((logits.argmax(-1) == labels) & valid).sum().float() / valid.sum().clamp(min=1).float()
     return loss, acc
 
 

@@ -49,12 +49,7 @@ class LatticePositionBias(nn.Module):
         k = self.key_position(theta).view(self.num_heads, self.head_dim)
         return (q * k).sum(-1) / math.sqrt(self.head_dim)
 
-    def forward(self, starts: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
-        """``starts``/``ends`` ``[B, L]`` (inclusive ends; padding may be 0) -> bias ``[B, heads, L, L]``."""
-        if starts.shape != ends.shape or starts.ndim != 2:
-            raise ValueError(
-                f"lattice_starts {tuple(starts.shape)} and lattice_ends {tuple(ends.shape)} must be [B, L]"
-            )
+    def _check_positions(self, starts: torch.Tensor, ends: torch.Tensor) -> None:
         if bool((starts < 0).any()) or bool((ends < starts).any()):
             raise ValueError("lattice positions must satisfy 0 <= start <= end")
         top = int(ends.max()) if ends.numel() else 0
@@ -63,6 +58,15 @@ class LatticePositionBias(nn.Module):
                 f"lattice position {top} is beyond the model's {self.max_positions} position rows; "
                 "truncate the input (tokenizer truncation=True, max_length)"
             )
+
+    def forward(self, starts: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
+        """``starts``/``ends`` ``[B, L]`` (inclusive ends; padding may be 0) -> bias ``[B, heads, L, L]``."""
+        if starts.shape != ends.shape or starts.ndim != 2:
+            raise ValueError(
+                f"lattice_starts {tuple(starts.shape)} and lattice_ends {tuple(ends.shape)} must be [B, L]"
+            )
+        if not torch.compiler.is_compiling():  # reading the data is a host sync and a graph break in a compile
+            self._check_positions(starts, ends)
         pos = torch.cat([self.start_position_embeddings(starts), self.end_position_embeddings(ends)], dim=-1)
         q, k = self._heads(self.query_position(pos)), self._heads(self.key_position(pos))
         bias = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)  # [B, A, L, L]

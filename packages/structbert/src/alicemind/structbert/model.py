@@ -129,7 +129,9 @@ class StructBertModel(StructBertPreTrainedModel):
 def _cross_entropy_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     loss = F.cross_entropy(logits.float(), labels, ignore_index=-100)
     valid = labels != -100
-    acc = (logits.argmax(-1)[valid] == labels[valid]).float().mean() if bool(valid.any()) else loss.new_zeros(())
+    # Correct over valid, counted without selecting rows (no data-dependent shape under torch.compile); 0 when
+    # nothing is valid. Counts are exact integers in fp32, so this equals the mean over the valid rows.
+    acc = ((logits.argmax(-1) == labels) & valid).sum().float() / valid.sum().clamp(min=1).float()
     return loss, acc
 
 
@@ -203,25 +205,28 @@ class StructBertForSequenceClassification(StructBertPreTrainedModel):
         single = self.classifier.num_tasks == 1
         if labels is None:
             return TaskOutput(None, logits[0] if single else logits)
-        if task_ids is None:
-            if not single:
-                raise ValueError("a multi-task model needs task_ids to route each row's loss")
-            task_ids = torch.zeros(labels.shape[0], dtype=torch.long, device=labels.device)
+        if task_ids is None and not single:
+            raise ValueError("a multi-task model needs task_ids to route each row's loss")
         loss = _multitask_loss(logits, labels, task_ids)
         return TaskOutput(loss, logits[0] if single else logits)
 
 
-def _multitask_loss(logits: list[torch.Tensor], labels: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
-    """Mean over rows of each row's loss under its own task's head (CE, or MSE for one-output heads)."""
+def _multitask_loss(
+    logits: list[torch.Tensor], labels: torch.Tensor, task_ids: torch.Tensor | None
+) -> torch.Tensor:
+    """Mean over rows of each row's loss under its own task's head (CE, or MSE for one-output heads).
+
+    ``task_ids=None`` (one task) takes every row as it is: no selection, so ``torch.compile`` sees no
+    data-dependent shape. A task with no rows in the batch adds an exact zero (a sum over nothing).
+    """
     total = logits[0].new_zeros((), dtype=torch.float32)
     for task, task_logits in enumerate(logits):
-        rows = task_ids == task
-        if not bool(rows.any()):
-            continue
+        rows = None if task_ids is None else task_ids == task
+        picked, targets = (task_logits, labels) if rows is None else (task_logits[rows], labels[rows])
         if task_logits.shape[-1] == 1:
-            total = total + F.mse_loss(task_logits[rows].squeeze(-1).float(), labels[rows].float(), reduction="sum")
+            total = total + F.mse_loss(picked.squeeze(-1).float(), targets.float(), reduction="sum")
         else:
-            total = total + F.cross_entropy(task_logits[rows].float(), labels[rows].long(), reduction="sum")
+            total = total + F.cross_entropy(picked.float(), targets.long(), reduction="sum")
     return total / labels.shape[0]
 
 

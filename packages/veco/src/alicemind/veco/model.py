@@ -66,7 +66,8 @@ def embed_tokens(embeddings: TextEmbeddings, input_ids, pad_token_id: int, posit
     """Run ``embeddings`` with padding-aware positions, refusing sequences longer than the position table."""
     if position_ids is None and input_ids is not None:
         position_ids = padding_aware_positions(input_ids, pad_token_id)
-    if position_ids is not None and embeddings.max_positions is not None:
+    # Reading the data is a host sync and a graph break inside torch.compile: the check runs eagerly only.
+    if position_ids is not None and embeddings.max_positions is not None and not torch.compiler.is_compiling():
         longest = int(position_ids.max()) + 1 if position_ids.numel() else 0
         if longest > embeddings.max_positions:
             raise SequenceTooLongError(
@@ -175,7 +176,9 @@ class VecoModel(VecoPreTrainedModel):
 def _loss_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     loss = F.cross_entropy(logits.flatten(0, -2).float(), labels.flatten(), ignore_index=-100)
     valid = labels != -100
-    acc = (logits.argmax(-1)[valid] == labels[valid]).float().mean() if bool(valid.any()) else loss.new_zeros(())
+    # Correct over valid, counted without selecting rows (no data-dependent shape under torch.compile); 0 when
+    # nothing is valid. Counts are exact integers in fp32, so this equals the mean over the valid rows.
+    acc = ((logits.argmax(-1) == labels) & valid).sum().float() / valid.sum().clamp(min=1).float()
     return loss, {"loss": loss.detach(), "accuracy": acc}
 
 
