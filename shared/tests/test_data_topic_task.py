@@ -9,7 +9,7 @@ from alicemind.core.data.topic_task import TOPICS, build_topic_task, topic_sente
 
 def _fake_stdlib(root: Path) -> Path:
     """One module per topic with enough plain-prose docstring sentences."""
-    for t, (topic, entries) in enumerate(TOPICS.items()):
+    for t, entries in enumerate(TOPICS.values()):
         entry = entries[0]
         if entry.endswith(".py"):
             path = root / entry

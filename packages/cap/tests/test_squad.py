@@ -50,8 +50,13 @@ def test_windows_hold_the_answer_pieces_in_both_stride_modes(tmp_path):
                 a, b = f["offsets"][f["start_positions"]][0], f["offsets"][f["end_positions"]][1]
                 assert context[a:b] == "red house"
             else:  # the window does not hold the whole answer: [CLS]
-                assert f["end_positions"] == 0 and "red house" not in context[
-                    f["offsets"][f["context_mask"].index(True)][0] : f["offsets"][len(f["offsets"]) - 2][1]]
+                assert (
+                    f["end_positions"] == 0
+                    and "red house"
+                    not in context[
+                        f["offsets"][f["context_mask"].index(True)][0] : f["offsets"][len(f["offsets"]) - 2][1]
+                    ]
+                )
         assert sum(bool(f["start_positions"]) for f in feats) >= 1
 
 
@@ -75,8 +80,10 @@ def test_best_answer_is_the_highest_scoring_span_over_windows(tmp_path):
     ends[1][c1] = 0.0
     starts[0][c0] = ends[0][c0] = 2.0  # window 0: 4
     starts[1][c1 + 1], ends[1][c1 + 5] = 3.0, 4.0  # 7, but 5 pieces long: over max_answer_length=3 (then at most 3)
-    assert best_answers([example], feats, starts, ends, max_answer_length=3)["q"] == context[
-        feats[0]["offsets"][c0][0] : feats[0]["offsets"][c0][1]]
+    assert (
+        best_answers([example], feats, starts, ends, max_answer_length=3)["q"]
+        == context[feats[0]["offsets"][c0][0] : feats[0]["offsets"][c0][1]]
+    )
     assert best_answers([example], feats, starts, ends)["q"] == context[off[c1 + 1][0] : off[c1 + 5][1]]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import pytest
 import torch
@@ -150,3 +151,29 @@ def test_fused_qkv_core_block_exports(tiny, collate, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(pruned_copy(model, pruner)(**batch)["logits"], masked, atol=1e-5, rtol=1e-5)
     assert isinstance(model, tiny.core_cls)
+
+
+def test_exported_core_model_loads_with_plain_from_pretrained(tiny, collate, tmp_path):
+    """The config gains per-block sizes that core's from_pretrained honours: no CAP code needed to load it."""
+    model = tiny.core().eval()
+    pruner = StructuredPruner(model)
+    gen = torch.Generator().manual_seed(3)
+    pruner.prune_to(0.5, torch.rand(2, 4, generator=gen), torch.rand(2, 64, generator=gen))
+    batch = _batches(tiny, collate)[0]
+    batch.pop("labels")
+    with torch.no_grad():
+        masked = model(**batch)["logits"]
+    report = export_pruned(model, pruner, tmp_path / "small")
+    config = json.loads((tmp_path / "small" / "config.json").read_text())
+    assert config["layer_sizes"] == [
+        {"module": f"encoder.layers.{i}", "num_attention_heads": h, "intermediate_size": n}
+        for i, (h, n) in enumerate(zip(report["heads_per_layer"], report["intermediate_per_layer"]))
+    ]
+    assert "layer_sizes" not in model.config.extra  # the student's own config is untouched
+    small = tiny.core_cls.from_pretrained(tmp_path / "small")
+    assert small.source_format == "alicemind" and count_parameters(small) == report["parameters"]
+    assert [b.self_attn.num_heads for b in small.encoder.layers] == report["heads_per_layer"]
+    with torch.no_grad():
+        torch.testing.assert_close(small.eval()(**batch)["logits"], masked, atol=1e-5, rtol=1e-5)
+    small.save_pretrained(tmp_path / "again")  # saves and loads again, still smaller
+    assert count_parameters(tiny.core_cls.from_pretrained(tmp_path / "again")) == report["parameters"]

@@ -127,6 +127,11 @@ class PreTrainedModel(nn.Module):
             raise FileNotFoundError(f"no checkpoint at {path}")
         loaded = cls.read_checkpoint(path, **config_overrides)
         model = cls(loaded.config)
+        layer_sizes = getattr(loaded.config, "extra", {}).get("layer_sizes")
+        if layer_sizes:  # a structurally pruned model: per-layer head counts / FFN widths (core.layers.layer_sizes)
+            from alicemind.core.layers.layer_sizes import apply_layer_sizes
+
+            apply_layer_sizes(model, layer_sizes)
         missing_ok = tuple(cls.optional_keys) + tuple(loaded.ignore_missing)
         load_into_model(model, loaded.state_dict, ignore_missing=missing_ok, ignore_unexpected=loaded.ignore_unexpected)
         fresh = sorted(k for k in model.state_dict() if k not in loaded.state_dict)

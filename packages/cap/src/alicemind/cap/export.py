@@ -1,10 +1,12 @@
 """export_pruned / load_pruned: a structurally pruned model made physically smaller, or masked weights saved.
 
 Structured: pruned heads' Q/K/V rows and attention-output columns, and pruned neurons' FFN-in rows and FFN-out
-columns are removed. The folder holds the model's own ``config.json`` (architecture unchanged), a
-``cap_pruning.json`` with the kept heads and neurons per layer (the config update: layer shapes now differ, which
-neither BERT's nor core's config can express), and ``model.safetensors``. :func:`load_pruned` rebuilds the class,
-shrinks it to those shapes and loads the weights strictly. Unstructured: the masks are baked into the weights
+columns are removed. The folder holds the model's ``config.json``, a ``cap_pruning.json`` with the kept heads and
+neurons per layer, and ``model.safetensors``. For models on alicemind-core's blocks the config gains
+``layer_sizes`` (per-block head count and FFN width, :mod:`alicemind.core.layers.layer_sizes`), which core's
+``from_pretrained`` honours: the family's own class loads the smaller model strictly. A Hugging Face config has one
+``intermediate_size`` and a head width tied to ``num_attention_heads`` (transformers 5 dropped ``pruned_heads``),
+so there :func:`load_pruned` rebuilds the class, shrinks it to the recorded shapes and loads strictly. Unstructured: the masks are baked into the weights
 (original names, loadable by the class's own ``from_pretrained``) and ``sparsity_report.json`` lists every matrix.
 """
 
@@ -18,11 +20,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from alicemind.cap.adapters import EncoderAdapter, LayerHandles, find_adapter
+from alicemind.cap.adapters import CoreBlockAdapter, EncoderAdapter, LayerHandles, find_adapter
 from alicemind.cap.movement import MovementPruner
 from alicemind.cap.structured import StructuredPruner
 from alicemind.core.checkpoint import load_safetensors, save_safetensors
 from alicemind.core.io import atomic_folder, atomic_write_text
+from alicemind.core.layers.layer_sizes import LAYER_SIZES_KEY, apply_layer_sizes, layer_sizes_of
 
 STRUCTURE_FILE = "cap_pruning.json"
 REPORT_FILE = "sparsity_report.json"
@@ -123,6 +126,9 @@ def export_pruned(
     if isinstance(pruner, StructuredPruner):
         small = pruned_copy(model, pruner)
         structure = structure_of(pruner)
+        extra = getattr(getattr(small, "config", None), "extra", None)
+        if isinstance(extra, dict) and isinstance(pruner.adapter, CoreBlockAdapter):
+            extra[LAYER_SIZES_KEY] = layer_sizes_of(small)  # the copy's config: the student's is untouched
         report = {
             "kind": "structured",
             "parameters": count_parameters(small),
@@ -160,9 +166,15 @@ def load_pruned(model_cls: type, folder: str | Path, *, adapter: EncoderAdapter 
     folder = Path(folder)
     if not (folder / WEIGHTS_FILE).is_file():
         raise FileNotFoundError(f"{folder} has no {WEIGHTS_FILE}")
-    model = model_cls(_config_of(model_cls, folder))
+    config = _config_of(model_cls, folder)
+    model = model_cls(config)
     structure_path = folder / STRUCTURE_FILE
-    if structure_path.is_file():
+    sizes = (
+        getattr(config, "extra", {}).get(LAYER_SIZES_KEY) if isinstance(getattr(config, "extra", None), dict) else None
+    )
+    if sizes:  # what core's from_pretrained does
+        apply_layer_sizes(model, sizes)
+    elif structure_path.is_file():
         apply_structure(model, json.loads(structure_path.read_text(encoding="utf-8")), adapter)
     state = load_safetensors(folder / WEIGHTS_FILE)
     # Not a lenient load: every missing or unexpected key raises below, except keys missing only because the

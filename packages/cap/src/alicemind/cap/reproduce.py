@@ -307,5 +307,7 @@ def format_mini(results: dict[str, Any]) -> str:
                 mean = statistics.fmean(diffs)
                 se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("inf")
                 verdict = "beyond 2 s.e." if abs(mean) > 2 * se else "within 2 s.e. (not distinguishable)"
-                lines.append(f"- {s:.0%}: {cap.replace('cap', 'CAP')} - {base}: {mean:+.1f} points (paired, s.e. {se:.1f}), {verdict}.")
+                lines.append(
+                    f"- {s:.0%}: {cap.replace('cap', 'CAP')} - {base}: {mean:+.1f} points (paired, s.e. {se:.1f}), {verdict}."
+                )
     return "\n".join(lines) + "\n"
