@@ -124,3 +124,19 @@ def generated_questions(tables, count: int, seed: int):
             text, sql = f"which name has city {row[1]}", SqlQuery([0], [0], [(1, 2, row[1])], 1)
         out.append(TableQuestion(text, table, None, sql, f"q{i}"))
     return out
+
+
+def write_dataset(folder: Path, *, train: int = 120, dev: int = 30, seed: int = 0) -> dict[str, Path]:
+    """Tables JSONL plus CBANK-format train/dev JSONL of generated questions; returns the paths."""
+    import json
+
+    folder = Path(folder)
+    tables = generated_tables(3, seed)
+    paths = {"tables": folder / "tables.jsonl", "train_file": folder / "train.jsonl", "dev_file": folder / "dev.jsonl"}
+    paths["tables"].write_text("".join(json.dumps({"id": t.table_id, "header": t.header, "types": t.types,
+                                                   "rows": t.rows}) + "\n" for t in tables))  # fmt: skip
+    for key, n, s in (("train_file", train, seed + 1), ("dev_file", dev, seed + 2)):
+        lines = [json.dumps({"sql_id": q.example_id, "table_id": q.table.table_id, "question": q.question,
+                             "sql": q.sql.to_dict()}) for q in generated_questions(tables, n, s)]  # fmt: skip
+        paths[key].write_text("\n".join(lines) + "\n")
+    return paths

@@ -63,9 +63,23 @@ def read_examples(path: str | Path, tables: dict[str, Table]) -> list[TableQuest
         sql = parse_sql(record["sql"]) if record.get("sql") else None
         ex = TableQuestion(record["question"], tables[table_id], record.get("question_tok"), sql,
                            str(record.get("sql_id") or record.get("id") or number))  # fmt: skip
-        ex.value_spans = record.get("wvi_corenlp")  # type: ignore[attr-defined]
+        ex.value_spans = record.get("wvi_corenlp")
+        ex.struct = _struct(record, path, number, len(ex.table.header))
         examples.append(ex)
     return examples
+
+
+def _struct(record: dict[str, Any], path, number: int, num_columns: int) -> tuple[list[int], list[int]] | None:
+    """The given dependency targets (``struct_question``, ``struct_label``), checked against the tokens."""
+    heads, labels = record.get("struct_question"), record.get("struct_label")
+    if heads is None or labels is None:
+        return None
+    tokens = record.get("question_tok") or []
+    if len(heads) != len(labels) or (tokens and len(heads) != len(tokens)):
+        raise ValueError(f"{path}:{number}: struct_question/struct_label do not have one entry per question token")
+    if any(not 0 <= h <= num_columns for h in heads):
+        raise ValueError(f"{path}:{number}: struct_question names a column outside 0..{num_columns}")
+    return [int(h) for h in heads], [int(v) for v in labels]
 
 
 def value_span(tokens: Sequence[str], value: Any) -> tuple[int, int]:
@@ -77,7 +91,7 @@ def value_span(tokens: Sequence[str], value: Any) -> tuple[int, int]:
 def gold_labels(example: TableQuestion, encoded: SerializedInput) -> dict[str, list[int]]:
     """The head's targets: select columns/aggregations, connector, condition columns/ops/value spans."""
     sql = example.sql
-    given = getattr(example, "value_spans", None)
+    given = example.value_spans
     starts, ends = [], []
     for k, (_, _, value) in enumerate(sql.conds):
         if given and k < len(given) and given[k][0] is not None:

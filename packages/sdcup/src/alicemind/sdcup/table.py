@@ -114,6 +114,8 @@ class TableQuestion:
     question_tokens: list[str] | None = None
     sql: Any = None  # a :class:`~alicemind.sdcup.sql.SqlQuery` when annotated
     example_id: str | None = None
+    value_spans: list | None = None  # gold [start, end] per condition value (CBANK ``wvi_corenlp``)
+    struct: tuple[list[int], list[int]] | None = None  # given dependency heads and labels per question token
 
     def mentioned_columns(self) -> list[int]:
         """Columns whose name occurs in the question (case-insensitive)."""
