@@ -130,7 +130,7 @@ def synthetic_vqa(folder: Path, num_images: int = 48, seed: int = 0, dim: int = 
         color = i % len(COLORS)
         n = int(rng.integers(3, 7))
         feats, boxes, h, w = random_image(rng, n, dim)
-        feats[:, color] += 3.0  # the decisive signal
+        feats[:, color] += 5.0  # the decisive signal
         rows.append(tsv_row(f"img{i}", feats, boxes, h, w, objects=np.full(n, color)))
         answer = COLORS[color]
         label = {answer: 1.0, COLORS[(color + 1) % 3]: 0.3} if i % 4 == 0 else {answer: 1.0}
