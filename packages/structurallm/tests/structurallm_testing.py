@@ -96,8 +96,9 @@ def funsd_annotation(entities: list[tuple[str, str, list[int]]]) -> dict:
 AREAS = {"name": (60, 60), "date": (760, 60), "total": (760, 860), "amount": (60, 860)}
 
 
-def synthetic_pages(count: int, seed: int = 0) -> list[dict]:
-    """JSONL rows ``{words, boxes, cells, page_size}``: four cells per page in shuffled reading order."""
+def synthetic_pages(count: int, seed: int = 0, *, jitter: int = 80) -> list[dict]:
+    """JSONL rows ``{words, boxes, cells, page_size}``: four cells per page in shuffled reading order, each moved
+    by up to ``jitter`` grid units."""
     import random
 
     rng = random.Random(seed)
@@ -108,7 +109,7 @@ def synthetic_pages(count: int, seed: int = 0) -> list[dict]:
         rng.shuffle(order)
         for cell, key in enumerate(order):
             x, y = AREAS[key]
-            dx, dy = rng.randint(0, 80), rng.randint(0, 60)
+            dx, dy = rng.randint(0, jitter), rng.randint(0, jitter)
             for k, word in enumerate([key, "of", "the", key]):
                 words.append(word)
                 boxes.append([2 * (x + dx + 20 * k), 2 * (y + dy), 2 * (x + dx + 20 * k + 18), 2 * (y + dy + 30)])
@@ -121,9 +122,14 @@ def write_funsd_split(folder: Path, count: int, seed: int = 0) -> None:
     """FUNSD-format pages: a header at the top, question/answer pairs, an "other" cell; fixed wording per role."""
     import random
 
+    from PIL import Image
+
     rng = random.Random(seed)
     folder.mkdir(parents=True, exist_ok=True)
+    images = folder.parent / "images"  # FUNSD keeps each page image in ../images/<name>.png
+    images.mkdir(exist_ok=True)
     for n in range(count):
+        Image.new("L", (1000, 1000)).save(images / f"page_{n:03d}.png")
         y = rng.randint(100, 300)
         entities = [("header", "the form", [300, 20, 600, 60])]
         for _ in range(rng.randint(2, 3)):
