@@ -4,7 +4,7 @@ Dependency links (the CBANK ``struct_question`` / ``struct_label`` fields): ever
 schema item, a column or the dummy column (no link, label ``null``), with a label of
 :data:`~alicemind.sdcup.config.DEPENDENCY_LABELS`. :func:`derive_dependencies` builds them from the SQL: value
 mentions of a condition -> ``val`` (``sort_value`` for ORDER conditions), its column's mention -> ``wcol``
-(``sort_col``), comparison cue words -> ``op`` (superlatives -> ``sort_op``); select columns' mentions -> ``scol``,
+(``sort_col``), the comparison cue word nearest its value -> ``op`` (superlatives -> ``sort_op``; ``==`` has none); select columns' mentions -> ``scol``,
 aggregation cue words -> ``agg``.
 """
 
@@ -33,22 +33,33 @@ def derive_dependencies(example: TableQuestion, tokens: Sequence[str]) -> tuple[
     table, sql = example.table, example.sql
     heads, labels = [len(table.header)] * len(tokens), [0] * len(tokens)
 
-    def link(phrases: Sequence[str], column: int, label: str) -> None:
-        for phrase in phrases:
-            for start, end in find_token_spans(tokens, str(phrase)):
-                for k in range(start, end):
-                    if labels[k] == 0:
-                        heads[k], labels[k] = column, LABEL_ID[label]
+    def mark(spans, column: int, label: str) -> None:
+        for start, end in spans:
+            for k in range(start, end):
+                if labels[k] == 0:
+                    heads[k], labels[k] = column, LABEL_ID[label]
+
+    def spans_of(phrases: Sequence[str]) -> list[tuple[int, int]]:
+        return [span for phrase in phrases for span in find_token_spans(tokens, str(phrase))]
+
+    def nearest(cues: Sequence[str], anchor: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        # The cue word of one condition is the one closest to its value (several conditions share the cue list).
+        found = spans_of(cues)
+        if not found or not anchor:
+            return found[:1]
+        return [min(found, key=lambda sp: min(abs(sp[0] - a[0]) for a in anchor))]
 
     for c, o, value in sql.conds:
         order = o in ORDER_OPS
-        link([value], c, "sort_value" if order else "val")
-        link([table.header[c]], c, "sort_col" if order else "wcol")
-        link(_SUPERLATIVE if order else _COMPARE, c, "sort_op" if order else "op")
+        values = spans_of([value])
+        mark(values, c, "sort_value" if order else "val")
+        mark(spans_of([table.header[c]]), c, "sort_col" if order else "wcol")
+        if order or o != 2:  # equality has no cue word
+            mark(nearest(_SUPERLATIVE if order else _COMPARE, values), c, "sort_op" if order else "op")
     for s, a in zip(sql.sel, sql.agg, strict=True):
-        link([table.header[s]], s, "scol")
+        mark(spans_of([table.header[s]]), s, "scol")
         if a:
-            link(_AGGREGATE, s, "agg")
+            mark(spans_of(_AGGREGATE), s, "agg")
     return heads, labels
 
 

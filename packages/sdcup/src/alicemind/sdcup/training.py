@@ -110,7 +110,7 @@ def run_pretraining(recipe: dict[str, Any], *, progress_bar: bool = True, overri
                              duration_steps=int(float(cur.get("duration", 0.8)) * cfg.max_steps))  # fmt: skip
     batch = cfg.per_device_batch_size or 16
     sampler = CurriculumBatchSampler(easy_to_hard(items), batch, cfg.max_steps, pacing, seed=cfg.seed)
-    loader = DataLoader(items, batch_sampler=sampler, collate_fn=pretraining_collator(items))
+    loader = DataLoader(range(len(items)), batch_sampler=sampler, collate_fn=pretraining_collator(items))
     cfg.per_device_batch_size = None  # the batch sampler sets the batch size
     # Evaluation: every pair once, unmasked, in file order (the collator looks indices up in ``items``).
     eval_loader = DataLoader(range(len(items)), batch_size=batch, collate_fn=pretraining_collator(items, masked=False))
