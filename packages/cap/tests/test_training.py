@@ -123,3 +123,54 @@ def test_cap_loss_in_a_hugging_face_trainer(tiny, collate, tmp_path):
     parts = objective.last_parts
     assert float(loss) != pytest.approx(float(plain))  # the CAP objective replaced the task loss
     assert parts["ce"] == pytest.approx(float(plain), rel=1e-5) and parts["contrastive"] != 0
+
+
+def _hf_cap_run(tiny, collate, features, out, save_steps: int, crash_at: int | None = None):
+    import transformers
+
+    class CrashAfterSave(transformers.TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step == crash_at:
+                raise KeyboardInterrupt("simulated crash right after a checkpoint")
+
+    from alicemind.cap import apply_cap_to_hf_trainer
+
+    student, teacher = tiny.hf_bert(seed=0).double(), tiny.hf_bert(seed=1).double()  # float64: exact comparison
+    cfg = CapConfig(method="cap-m", final_sparsity=0.5, extra_examples=8, warmup_steps=1, initial_warmup=1,
+                    final_warmup=1, max_snapshots=3, bank_dtype="float32")  # fmt: skip
+    pruner = MovementPruner(student, final_sparsity=0.5, total_steps=12, warmup_steps=1, initial_warmup=1,
+                            final_warmup=1)  # fmt: skip
+    objective = CapObjective(student, cfg, num_examples=len(features), teacher=teacher, movement=pruner,
+                             log=lambda s: None)  # fmt: skip
+    args = transformers.TrainingArguments(
+        output_dir=str(out), per_device_train_batch_size=4, num_train_epochs=3, learning_rate=1e-3, report_to=[],
+        remove_unused_columns=False, save_strategy="steps", save_steps=save_steps, use_cpu=True, disable_tqdm=True,
+        logging_strategy="no", seed=0, data_seed=0,
+    )  # fmt: skip
+    trainer = transformers.Trainer(model=student, args=args, train_dataset=IndexedDataset(features),
+                                   data_collator=collate, callbacks=[CrashAfterSave()])  # fmt: skip
+    sequential = list(torch.utils.data.DataLoader(IndexedDataset(features), batch_size=4, collate_fn=collate))
+    sequential = [{k: v.double() if v.is_floating_point() else v for k, v in b.items()} for b in sequential]
+    apply_cap_to_hf_trainer(trainer, objective, sequential, progress=False)
+    return trainer, objective, pruner
+
+
+@pytest.mark.parametrize("stop", [8, 5])  # at an epoch boundary (4 steps an epoch) and inside one
+def test_hugging_face_trainer_resumes_with_the_same_banks_and_masks(tiny, collate, tmp_path, stop):
+    features = tiny.features(16)
+    straight, objective, pruner = _hf_cap_run(tiny, collate, features, tmp_path / "straight", save_steps=100)
+    straight.train()
+    assert objective.bank.snapshot_tags == [1, 2] and straight.state.global_step == 12
+    cut, _, _ = _hf_cap_run(tiny, collate, features, tmp_path / "cut", save_steps=stop, crash_at=stop)
+    with pytest.raises(KeyboardInterrupt):
+        cut.train()
+    resumed, objective2, pruner2 = _hf_cap_run(tiny, collate, features, tmp_path / "cut", save_steps=stop)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "cut" / f"checkpoint-{stop}"))
+    assert resumed.state.global_step == 12 and objective2.bank.snapshot_tags == [1, 2]
+    for name in ("teacher", "pretrained", "snapshots"):
+        torch.testing.assert_close(objective2.bank.rows(name, torch.arange(16)), objective.bank.rows(name,
+                                   torch.arange(16)), rtol=1e-6, atol=1e-6)  # fmt: skip
+    for name, mask in pruner.masks().items():
+        assert torch.equal(pruner2.masks()[name], mask), name
+    for (name, a), b in zip(straight.model.named_parameters(), resumed.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9, msg=name)
