@@ -1,5 +1,6 @@
 """``torch.compile`` support: a check that a function traces whole and once per shape bucket, and the shape
-buckets themselves (pad ragged lengths up to a few sizes so a stream of requests compiles a handful of graphs)."""
+buckets themselves (pad ragged lengths up to a few sizes so a stream of requests compiles a handful of graphs).
+:func:`alicemind.core.ops.inference.optimize_for_inference` builds on these."""
 
 from __future__ import annotations
 
@@ -104,3 +105,4 @@ def pad_to_bucket(
         extra = t.new_full((t.shape[0], target - length, *t.shape[2:]), fill)
         out[name] = torch.cat([t, extra], dim=1)
     return out, length
+
