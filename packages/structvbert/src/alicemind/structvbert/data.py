@@ -76,13 +76,14 @@ class RegionCollator:
     targets for VQA/GQA. ``mask_padded_regions=False`` keeps the original, which attends to padded regions."""
 
     def __init__(self, features: RegionFeatures, *, max_objects: int, max_length: int, num_answers: int = 0,
-                 pad_to_batch: bool = False, mask_padded_regions: bool = False, add_box_size: bool = False):  # fmt: skip
+                 pad_to_batch: bool = False, mask_padded_regions: bool = False, add_box_size: bool = False,
+                 warn_on_cut: bool = True):  # fmt: skip
         self.features, self.max_objects, self.max_length = features, max_objects, max_length
         self.num_answers, self.pad_to_batch, self.mask_padded_regions = num_answers, pad_to_batch, mask_padded_regions
-        self.add_box_size = add_box_size
+        self.add_box_size, self.warn_on_cut = add_box_size, warn_on_cut
 
     def regions(self, image_ids: Sequence[str]) -> dict[str, torch.Tensor]:
-        samples = [self.features.get(i, self.max_objects, add_box_size=self.add_box_size) for i in image_ids]
+        samples = [self.features.get(i, self.max_objects, add_box_size=self.add_box_size, warn=self.warn_on_cut) for i in image_ids]
         width = max(len(s.boxes) for s in samples) if self.pad_to_batch else self.max_objects
         feats = np.zeros((len(samples), width, self.features.feature_dim), np.float32)
         boxes = np.zeros((len(samples), width, samples[0].boxes.shape[1]), np.float32)

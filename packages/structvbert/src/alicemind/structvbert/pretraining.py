@@ -79,7 +79,8 @@ def _stage_collator(recipe, stage, tokenizer, features, answers, max_length, see
     if not stage.get("text_only"):
         regions = RegionCollator(features, max_objects=int(stage.get("max_objects") or 100), max_length=max_length,
                                  pad_to_batch=bool(recipe.get("pad_to_batch")),
-                                 mask_padded_regions=bool(recipe.get("mask_padded_regions")))  # fmt: skip
+                                 mask_padded_regions=bool(recipe.get("mask_padded_regions")),
+                                 warn_on_cut=False)  # fmt: skip
     collate = PretrainCollator(tokenizer, regions, stage.get("tasks") or ["mlm"], answers=answers, seed=seed,
                                **masking)  # fmt: skip
     collate.max_length = max_length

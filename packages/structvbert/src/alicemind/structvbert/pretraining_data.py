@@ -96,13 +96,13 @@ class PretrainCollator:
         examples = list(examples)
         matched = [1] * len(examples)
         sentences = [e["sent"] for e in examples]
-        if "itm" in self.tasks and self.regions is not None and len(examples) > 1:
-            for i in range(len(examples)):
-                if rng.random() < self.mismatch_prob:
-                    other = rng.choice([j for j in range(len(examples)) if examples[j]["img_id"] != examples[i]["img_id"]]
-                                       or [i])  # fmt: skip
-                    if other != i:
-                        sentences[i], matched[i] = examples[other]["sent"], 0
+        if "itm" in self.tasks and self.regions is not None:
+            for i, example in enumerate(examples):
+                # A negative takes a sentence of another image that differs from this one's (the same question
+                # text on two images would be a "mismatch" no model could tell).
+                others = [e["sent"] for e in examples if e["img_id"] != example["img_id"] and e["sent"] != example["sent"]]
+                if others and rng.random() < self.mismatch_prob:
+                    sentences[i], matched[i] = rng.choice(others), 0
         ids = self.tokenizer(sentences, truncation=True, max_length=self.max_length)["input_ids"]
         rows, mlm = [], []
         for row in ids:

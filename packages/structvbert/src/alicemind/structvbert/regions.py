@@ -140,10 +140,11 @@ class RegionFeatures:
         start, n, _, _ = self._entry(img_id)
         return {name: array[start : start + n] for name, array in self._arrays.items()}
 
-    def get(self, img_id: str, max_boxes: int | None = None, *, add_box_size: bool = False) -> RegionSample:
+    def get(self, img_id: str, max_boxes: int | None = None, *, add_box_size: bool = False, warn: bool = True) -> RegionSample:
         """One image for the model: boxes divided by (w, h, w, h) (with the box area appended when
         ``add_box_size``), at most ``max_boxes`` regions: more are cut to the highest-scoring ones (the first
-        ones where the layout stores no score), with a warning."""
+        ones where the layout stores no score), with a warning unless ``warn=False`` (a progressive stage's
+        cap is the schedule, not a surprise)."""
         start, n, img_h, img_w = self._entry(img_id)
         keep = slice(start, start + n)
         arrays = {name: array[keep] for name, array in self._arrays.items()}
@@ -151,7 +152,7 @@ class RegionFeatures:
             scores = arrays["scores"]
             order = np.arange(max_boxes) if np.isnan(scores).all() else np.sort(np.argsort(-scores, kind="stable")[:max_boxes])
             arrays = {name: array[order] for name, array in arrays.items()}
-            if img_id not in self._warned:
+            if warn and img_id not in self._warned:
                 self._warned.add(img_id)
                 how = "first" if np.isnan(scores).all() else "highest-scoring"
                 logger.warning("image %r has %d boxes; keeping the %d %s ones", img_id, n, max_boxes, how)
