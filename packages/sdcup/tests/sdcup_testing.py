@@ -44,7 +44,10 @@ def uer_state_dict(vocab: int, hidden: int, layers: int, ffn: int, *, seed: int 
         for j in range(3):
             sd[f"{p}self_attn.linear_layers.{j}.weight"] = rnd(hidden, hidden)
             sd[f"{p}self_attn.linear_layers.{j}.bias"] = rnd(hidden)
-        sd[f"{p}self_attn.final_linear.weight"], sd[f"{p}self_attn.final_linear.bias"] = rnd(hidden, hidden), rnd(hidden)
+        sd[f"{p}self_attn.final_linear.weight"], sd[f"{p}self_attn.final_linear.bias"] = (
+            rnd(hidden, hidden),
+            rnd(hidden),
+        )
         sd[f"{p}feed_forward.linear_1.weight"], sd[f"{p}feed_forward.linear_1.bias"] = rnd(ffn, hidden), rnd(ffn)
         sd[f"{p}feed_forward.linear_2.weight"], sd[f"{p}feed_forward.linear_2.bias"] = rnd(hidden, ffn), rnd(hidden)
         for n in (1, 2):

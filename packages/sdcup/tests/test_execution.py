@@ -70,7 +70,7 @@ def test_statements_use_generated_names_and_bound_values():
     assert sql == "SELECT AVG(c2) FROM t0 WHERE c1 COLLATE NOCASE = ? AND c2 > ?"
     assert params == ["x'; DROP TABLE t; --", 30.0]
     shown = display_sql(SqlQuery([0], [0], [(1, 2, "o'neil")], 0), CARS)
-    assert shown == "SELECT \"model\" FROM \"cars\" WHERE \"maker\" COLLATE NOCASE = 'o''neil'"
+    assert shown == 'SELECT "model" FROM "cars" WHERE "maker" COLLATE NOCASE = \'o\'\'neil\''
     with pytest.raises(UnsupportedSqlError, match="dummy column"):
         build_sql(SqlQuery([4], [0]), CARS)
     with pytest.raises(UnsupportedSqlError, match="COMPARE"):
@@ -82,7 +82,7 @@ def test_hostile_values_change_nothing_and_only_selects_run(tmp_path):
     db = TableDatabase(path)
     db.load(CARS)
     before = db.checksum()
-    hostile = ["'; DROP TABLE t0; --", "x'); DELETE FROM t0; --", "\"; UPDATE t0 SET c2 = 0; --"]
+    hostile = ["'; DROP TABLE t0; --", "x'); DELETE FROM t0; --", '"; UPDATE t0 SET c2 = 0; --']
     for value in hostile:
         assert db.execute(SqlQuery([0], [0], [(0, 2, value)], 0), CARS) == []
     assert db.checksum() == before
@@ -106,5 +106,8 @@ def test_hostile_values_change_nothing_and_only_selects_run(tmp_path):
 def test_numeric_column_holding_text_is_a_clear_error_not_a_crash():
     shop = Table(["item", "price"], ["text", "real"], [["pen", "cheap"]], "shop")
     report = evaluate_predictions([SqlQuery([0], [0])], [SqlQuery([0], [0])], [shop])
-    assert report.details[0]["gold_error"] == "TableError: table 'shop': column 'price' is typed real but row 0 holds 'cheap'"
+    assert (
+        report.details[0]["gold_error"]
+        == "TableError: table 'shop': column 'price' is typed real but row 0 holds 'cheap'"
+    )
     assert report.metrics()["ex_acc"] == 0.0 and report.metrics()["gold_not_executable"] == 1

@@ -64,7 +64,7 @@ def test_predict_verb_outputs_sql_and_rows(finetuned, tmp_path, capsys):
                str(_table_csv(tmp_path))])  # fmt: skip
     lines = capsys.readouterr().out.strip().splitlines()
     assert rc == 0
-    assert lines[0] == "SELECT \"price\" FROM \"shop\" WHERE \"name\" COLLATE NOCASE = 'beta'"
+    assert lines[0] == 'SELECT "price" FROM "shop" WHERE "name" COLLATE NOCASE = \'beta\''
     out = json.loads(lines[-1])
     assert out["sql"] == "SELECT c2 FROM t0 WHERE c0 COLLATE NOCASE = ?" and out["parameters"] == ["beta"]
     assert out["rows"] == [[20.0]] and out["error"] is None

@@ -50,7 +50,10 @@ def test_collated_batch_indexes_questions_and_columns(tokenizer):
     assert batch["question_index"][0].tolist() == [1, 2, 3]
     assert batch["question_mask"][1].tolist() == [True, False, False]
     assert batch["column_mask"].tolist() == [[True, True, True], [True, True, False]]
-    assert batch["column_index"][0, 2].tolist() == [9, 10] and batch["column_token_mask"][0, 0].tolist() == [True, False]
+    assert batch["column_index"][0, 2].tolist() == [9, 10] and batch["column_token_mask"][0, 0].tolist() == [
+        True,
+        False,
+    ]
 
 
 def test_bad_tables_and_too_long_input(tokenizer):

@@ -25,7 +25,9 @@ PACINGS = ("linear", "root", "step", "none")
 def difficulty(sel: Sequence[int], agg: Sequence[int], conds: Sequence, linked_columns: int, num_columns: int,
                question_length: int) -> float:  # fmt: skip
     """The curriculum score of one pair (see the module docstring); larger is harder."""
-    return len(sel) + sum(1 for a in agg if a) + 2 * len(conds) + linked_columns + num_columns / 10 + question_length / 1e4
+    return (
+        len(sel) + sum(1 for a in agg if a) + 2 * len(conds) + linked_columns + num_columns / 10 + question_length / 1e4
+    )
 
 
 def pacing_function(name: str, *, start: float, duration_steps: int, steps: int = 4) -> Callable[[int], float]:

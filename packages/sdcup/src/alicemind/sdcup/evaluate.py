@@ -53,7 +53,9 @@ def _canonical(column: str, value, synonyms) -> str:
 def logical_form_match(pred: SqlQuery, gold: SqlQuery) -> bool:
     """``acc_lx``: ordered selects and aggregations, connector, sorted conditions (values as written)."""
     key = lambda conds: sorted((c, o, str(v)) for c, o, v in conds)  # noqa: E731
-    return pred.sel == gold.sel and pred.agg == gold.agg and pred.conn == gold.conn and key(pred.conds) == key(gold.conds)
+    return (
+        pred.sel == gold.sel and pred.agg == gold.agg and pred.conn == gold.conn and key(pred.conds) == key(gold.conds)
+    )
 
 
 def sql_match(pred: SqlQuery, gold: SqlQuery, table: Table, synonyms=None) -> bool:

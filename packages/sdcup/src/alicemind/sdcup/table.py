@@ -66,7 +66,9 @@ class Table:
             raise TableError(f"table {self.table_id!r}: unknown column type {bad[0]!r} (use {', '.join(COLUMN_TYPES)})")
         for r, row in enumerate(self.rows):
             if len(row) != len(self.header):
-                raise TableError(f"table {self.table_id!r}: row {r} has {len(row)} cells, header has {len(self.header)}")
+                raise TableError(
+                    f"table {self.table_id!r}: row {r} has {len(row)} cells, header has {len(self.header)}"
+                )
 
     @property
     def header_with_dummy(self) -> list[str]:
@@ -81,8 +83,7 @@ class Table:
             for r, row in enumerate(self.rows):
                 if row[c] is not None and row[c] != "" and to_number(row[c]) is None:
                     raise TableError(
-                        f"table {self.table_id!r}: column {self.header[c]!r} is typed real but row {r} holds "
-                        f"{row[c]!r}"
+                        f"table {self.table_id!r}: column {self.header[c]!r} is typed real but row {r} holds {row[c]!r}"
                     )
 
     @classmethod

@@ -177,4 +177,3 @@ def run_finetune(recipe: dict[str, Any], *, progress_bar: bool = True, overrides
     trainer.train()
     final = evaluate(trainer.model)
     return _finish(trainer, tokenizer, output_dir, initial, final, "finetune_results.json")
-
