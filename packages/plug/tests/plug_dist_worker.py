@@ -1,6 +1,6 @@
 """Run under ``torchrun --nproc_per_node 2`` (gloo, CPU) by test_distributed.py; writes ``rank{r}.json`` results.
 
-``python plug_dist_worker.py SCENARIO MODEL_DIR OUT_DIR``; scenarios: ``tp`` (TP=2 forward + greedy generation vs
+``python plug_dist_worker.py SCENARIO[,SCENARIO...] MODEL_DIR OUT_DIR``; scenarios: ``tp`` (TP=2 forward + greedy generation vs
 the single-process model), ``fsdp`` (FSDP2 step vs single-process step), ``dcp-save`` (train at TP=2, save a
 distributed checkpoint, record the next loss). ``dcp-load`` runs as a plain single process (TP=1).
 """
@@ -130,21 +130,20 @@ def scenario_dcp_load(folder: Path, out: Path) -> dict:
     return {"losses": [step(model, opt, ids, mask, labels)]}
 
 
+SCENARIOS = {"tp": scenario_tp, "fsdp": scenario_fsdp, "dcp-save": scenario_dcp_save, "dcp-load": scenario_dcp_load}
+
+
 def main() -> None:
-    name, folder, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
-    distributed = name != "dcp-load"
+    """Scenarios run one after another in one launch (comma-separated), so the suite pays one start-up."""
+    names, folder, out = sys.argv[1].split(","), Path(sys.argv[2]), Path(sys.argv[3])
+    distributed = names != ["dcp-load"]
     if distributed:
         dist.init_process_group("gloo")
-    if name == "tp":
-        result = scenario_tp(folder)
-    elif name == "fsdp":
-        result = scenario_fsdp(folder)
-    elif name == "dcp-save":
-        result = scenario_dcp_save(folder, out)
-    else:
-        result = scenario_dcp_load(folder, out)
     rank = dist.get_rank() if distributed else 0
-    (out / f"{name}-rank{rank}.json").write_text(json.dumps(result))
+    for name in names:
+        run = SCENARIOS[name]
+        result = run(folder, out) if name.startswith("dcp") else run(folder)
+        (out / f"{name}-rank{rank}.json").write_text(json.dumps(result))
     if distributed:
         dist.destroy_process_group()
 

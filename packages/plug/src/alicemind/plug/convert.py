@@ -3,8 +3,8 @@
 The release (reference models-language.md section 4.4) is ``plug_model/`` with ``config.json`` (sofa), ``vocab.txt``
 and ``28000/mp_rank_{00..07}_model_states.pt``: DeepSpeed ``torch.save`` dicts whose ``module`` entry is rank r's
 slice of ``PalmForPreTraining``'s state dict (sofa key names, palm's ``SOFA_RULES``). The files are read only
-through core's sealed unpickler, memory-mapped; one output shard is merged at a time and the inputs are re-mapped
-after it, so resident memory stays near one output shard plus one tensor (``benchmarks/bench_plug_convert.py``).
+through core's sealed unpickler, memory-mapped, one at a time; each slice is written to its place in the output
+files (``streaming.PieceWriter``), so resident memory stays near one input shard (``benchmarks/bench_plug_convert.py``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from alicemind.core.checkpoint import (
     load_checkpoint_object,
     load_safetensors,
     merge_model_parallel_shards,
-    save_safetensors,
 )
 from alicemind.core.config import CONFIG_NAME, read_json_file
 from alicemind.core.io import atomic_folder, register_saved_files
@@ -195,6 +194,11 @@ def _groups(keys: Sequence[str], shapes: Mapping[str, torch.Size], itemsize: int
     return groups + ([current] if current else [])
 
 
+def _new_names(keys: Sequence[str], source: str) -> dict[str, str]:
+    """Released key -> our key (palm's sofa rules)."""
+    return {key: next(iter(map_keys({key: torch.empty(0)}, SOFA_RULES, {}, source=source)[0])) for key in keys}
+
+
 def convert_megatron(
     src: str | Path,
     dst: str | Path,
@@ -207,50 +211,70 @@ def convert_megatron(
 ) -> Path:
     """Merge the released ``mp_rank_XX_model_states.pt`` shards into ``dst``: ``config.json``,
     ``model-0000i-of-0000n.safetensors`` of at most ``max_shard_bytes`` each, ``model.safetensors.index.json``
-    and ``vocab.txt`` (when the release has one). Every input check runs before anything is written, and ``dst``
-    appears only complete (it is assembled beside it and renamed)."""
+    and ``vocab.txt`` (when the release has one).
+
+    Streaming: the output files are laid out first (every merged shape is known from the shards' headers), then
+    the input shards are read one at a time (memory-mapped; only their ``module`` tensors are touched) and each
+    slice is written to its place in the output. Resident memory stays near one input shard. Every input check runs
+    before anything is written, and ``dst`` appears only complete (assembled beside it and renamed).
+    """
     from tqdm.auto import tqdm
+
+    from alicemind.plug.streaming import PieceWriter
 
     src = Path(src)
     paths = find_shard_files(src)
     modules = _open_shards(paths)
     shapes = _merged_shapes(modules)
+    src_dtype = next(iter(modules[0].values())).dtype
+    del modules  # unmapped again: the merge below maps one shard at a time
     config = _config_for(paths[0].parent, shapes, config_overrides)
-    renamed, dropped = map_keys(dict.fromkeys(shapes, torch.empty(0)), SOFA_RULES, SOFA_DROPS, source=str(src))
-    del renamed
-    keys = [k for k in modules[0] if k not in set(dropped)]
-    itemsize = (dtype or modules[0][keys[0]].dtype).itemsize
-    groups = _groups(keys, shapes, itemsize, max_shard_bytes)
-    del modules  # unmapped: each output shard maps the inputs afresh
-    weight_map: dict[str, str] = {}
-    total = 0
+    _, dropped = map_keys(dict.fromkeys(shapes, torch.empty(0)), SOFA_RULES, SOFA_DROPS, source=str(src))
+    keys = [k for k in shapes if k not in set(dropped)]
+    names = _new_names(keys, str(src))
+    out_dtype = dtype or src_dtype
+    groups = _groups(keys, shapes, out_dtype.itemsize, max_shard_bytes)
     with atomic_folder(Path(dst), overwrite=overwrite) as staging:
         config.save_pretrained(staging)
-        for index, group in enumerate(tqdm(groups, desc="convert", unit="shard", disable=not progress), start=1):
-            # Re-map the inputs for every output shard: pages read for the previous one are released with it.
-            modules = _open_shards(paths)
-            merged = {}
-            for key in group:
-                tensor = merge_state_dicts([{key: m[key]} for m in modules])[key]
-                tensor = tensor.to(dtype) if dtype is not None else tensor.clone()
-                new_key = map_keys({key: tensor}, SOFA_RULES, {}, source=str(src))[0]
-                merged.update(new_key)
-            del modules
-            gc.collect()
+        writers, writer_of, weight_map = [], {}, {}
+        for index, group in enumerate(groups, start=1):
             name = SHARD_PATTERN.format(index=index, total=len(groups))
-            save_safetensors(merged, staging / name, metadata={"source": "megatron", "model_class": "PlugConfig"})
-            for key, tensor in merged.items():
-                weight_map[key] = name
-                total += tensor.numel() * tensor.element_size()
-            del merged
+            meta = {"format": "pt", "source": f"megatron-mp{len(paths)}"}
+            writers.append(PieceWriter(staging / name, {names[k]: shapes[k] for k in group}, out_dtype, meta))
+            for key in group:
+                writer_of[key], weight_map[names[key]] = writers[-1], name
+        for rank, path in enumerate(tqdm(paths, desc="convert", unit="shard", disable=not progress)):
+            module = load_checkpoint_object(path, mmap=True)["module"]
+            for key in keys:
+                _place(writer_of[key], names[key], key, module[key], rank, shapes[key], path)
+            del module
             gc.collect()
-        index_json = {"metadata": {"total_size": total, "source_format": f"megatron-mp{len(paths)}"}, "weight_map": weight_map}
+        for writer in writers:
+            writer.close()
+        total = sum(shapes[k].numel() for k in keys) * out_dtype.itemsize
+        index_json = {"metadata": {"total_size": total, "source_format": f"megatron-mp{len(paths)}"},
+                      "weight_map": weight_map}  # fmt: skip
         (staging / INDEX_NAME).write_text(json.dumps(index_json, indent=1, sort_keys=True) + "\n")
         for folder in (paths[0].parent, paths[0].parent.parent):
             if (folder / "vocab.txt").is_file():
                 (staging / "vocab.txt").write_bytes((folder / "vocab.txt").read_bytes())
                 break
     return Path(dst)
+
+
+def _place(writer, name: str, key: str, piece: torch.Tensor, rank: int, shape: torch.Size, path: Path) -> None:
+    """Write rank ``rank``'s ``piece`` of released tensor ``key`` where Megatron's rule puts it in the whole."""
+    rule = split_rule(key)
+    if rule is None:
+        if rank == 0:
+            writer.write(name, piece, 0, 0)
+        elif not torch.equal(writer.read(name), piece.to(writer.dtype)):
+            raise CheckpointError(f"{path}: {key} is replicated but differs from rank 0's")
+        return
+    dim, stride = (rule, 1) if isinstance(rule, int) else rule
+    block_total = shape[dim] // stride
+    for block_index, block in enumerate(piece.chunk(stride, dim=dim)):
+        writer.write(name, block, dim, block_index * block_total + rank * block.shape[dim])
 
 
 # -- reading ---------------------------------------------------------------------------------------------------------
