@@ -73,7 +73,8 @@ def test_prune_evaluate_reproduce(glue_setup, capsys):
     assert result["accuracy"] == pytest.approx(summary["steps"][1]["accuracy"])
     assert main(["cap", "reproduce", str(out)]) == 0
     table = capsys.readouterr().out
-    assert "| sst-2 | cap-f | 50% |" in table and "not in the readable tables" in table
+    assert "| sst-2 | cap-f | 50% | accuracy" in table and "Our runs without a readable paper value" in table
+    assert "| qqp | cap-m | 90% | accuracy 91.6, f1 87.7 | not run |" in table
 
 
 @pytest.mark.parametrize(
@@ -95,6 +96,8 @@ def test_bad_input_exits_2_with_one_line(glue_setup, capsys, extra, message):
 
 
 def test_help_lists_recipes_and_keys(capsys):
+    assert main(["cap", "reproduce", "--help"]) == 0
+    assert "97% retention" in " ".join(capsys.readouterr().out.split())
     assert main(["cap", "prune", "--help"]) == 0
     text = capsys.readouterr().out
     assert "glue-qqp-cap-m" in text and "cap.sparsities" in text and "step-K/model" in text

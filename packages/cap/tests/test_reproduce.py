@@ -44,3 +44,40 @@ def test_table_of_a_cut_run_marks_missing_cells():
     }  # fmt: skip
     text = format_mini(results)
     assert "| 50% | 50.0 ± 0.0 (50.0) | - |" in text and "| 90% | - | - |" in text
+
+
+def _run_folder(tmp_path, task, method, rows, key):
+    import json
+
+    folder = tmp_path / f"{task}-{method}"
+    folder.mkdir()
+    (folder / "cap_results.json").write_text(json.dumps({"task": task, "method": method, key: rows}))
+    return folder
+
+
+def test_paper_table_puts_ours_beside_every_readable_paper_number(tmp_path):
+    from alicemind.cap.reproduce import MOVEMENT_BASELINES, PAPER, paper_table
+
+    qqp = _run_folder(tmp_path, "QQP", "cap-m", {"sparsity": 0.9, "accuracy": 0.905, "f1": 0.8716}, "result")
+    sst = _run_folder(tmp_path, "sst-2", "cap-f", [{"sparsity": 0.5, "accuracy": 0.91}], "steps")
+    text = paper_table([qqp, sst])
+    assert "| qqp | cap-m | 90% | accuracy 91.6, f1 87.7 | accuracy 90.5, f1 87.2 |" in text
+    assert "| qqp | cap-soft | 90% | accuracy 90.7, f1 87.4 | not run |" in text
+    assert "| mnli | CAP (abstract) | 97% | 96.3% of dense BERT kept |" in text
+    assert "| sst-2 | cap-f | 50% | accuracy 91.0 |" in text
+    assert "| qqp (acc/F1) | 91.4/88.4 | 3% | 72.4/57.8 | 87.0/81.9 | 86.1/81.5 | 89.1/85.5 |" in text
+    alone = paper_table()
+    assert alone.count("not run") == len(PAPER) and "Our runs" not in alone
+    assert sum(len(v[1]) for v in MOVEMENT_BASELINES.values()) == 6 == alone.count("| 10% |") + alone.count("| 3% |")
+
+
+def test_cap_f_arm_is_the_structured_glue_objective_and_its_weight_share(tiny):
+    from alicemind.cap.reproduce import structured_weight_sparsity
+
+    cfg = MiniConfig()
+    arm = arm_config("cap-f", 0.5, cfg)
+    assert arm.method == "cap-f" and arm.retrain_epochs == cfg.structured_retrain_epochs
+    assert (arm.tau, arm.w_unsup, arm.w_sup, arm.kd_temperature) == (0.1, 0.3, 3.0, 1.0)
+    assert {0.5, 0.8, 0.9} <= {round(s, 4) for s in arm.sparsities} and "cap-f" in cfg.methods
+    # tiny BERT: Q, K, V, O = 4 * 32 * 32 weights, FFN in + out = 2 * 32 * 64: half the heads, a quarter of neurons
+    assert structured_weight_sparsity(tiny.hf_bert(), 0.5, 0.25) == (4096 * 0.5 + 4096 * 0.25) / 8192
