@@ -68,7 +68,9 @@ def release_state_dict(num_answers: int = 7, seed: int = 0, *, gamma_beta: bool 
         for name in ("query", "key", "value"):
             s.update(lin(f"{p}.attention.self.{name}", h, h))
         s.update(lin(f"{p}.attention.output.dense", h, h) | ln(f"{p}.attention.output.LayerNorm"))
-        s.update(lin(f"{p}.intermediate.dense", inter, h) | lin(f"{p}.output.dense", h, inter) | ln(f"{p}.output.LayerNorm"))
+        s.update(
+            lin(f"{p}.intermediate.dense", inter, h) | lin(f"{p}.output.dense", h, inter) | ln(f"{p}.output.LayerNorm")
+        )
     s.update(lin("cls.predictions.transform.dense", h, h) | ln("cls.predictions.transform.LayerNorm"))
     s["cls.predictions.bias"] = r(v)
     s["cls.predictions.decoder.weight"] = s["bert.embeddings.word_embeddings.weight"]
@@ -76,7 +78,11 @@ def release_state_dict(num_answers: int = 7, seed: int = 0, *, gamma_beta: bool 
     s.update(lin("obj_predict_head.transform.dense", h, h) | ln("obj_predict_head.transform.LayerNorm"))
     for name, size in (("obj", TINY["num_object_labels"]), ("attr", TINY["num_attribute_labels"]), ("feat", f)):
         s.update(lin(f"obj_predict_head.decoder_dict.{name}", size, h))
-    s.update(lin("answer_head.logit_fc.0", 2 * h, h) | ln("answer_head.logit_fc.2", 2 * h) | lin("answer_head.logit_fc.3", num_answers, 2 * h))
+    s.update(
+        lin("answer_head.logit_fc.0", 2 * h, h)
+        | ln("answer_head.logit_fc.2", 2 * h)
+        | lin("answer_head.logit_fc.3", num_answers, 2 * h)
+    )
     return s
 
 

@@ -57,7 +57,9 @@ def test_more_boxes_than_the_model_takes_are_cut_by_score_with_a_warning(tmp_pat
     kept = np.sort(np.argsort(-conf)[:100])
     assert sample.features.shape == (100, 16) and np.array_equal(sample.features, feats[kept])
     assert conf[kept].min() > np.delete(conf, kept).max()  # the 20 dropped are the lowest-scoring
-    assert [r.message for r in caplog.records].count("image 'big' has 120 boxes; keeping the 100 highest-scoring ones") == 1
+    assert [r.message for r in caplog.records].count(
+        "image 'big' has 120 boxes; keeping the 100 highest-scoring ones"
+    ) == 1
     assert cache.get("big", max_boxes=36).features.shape == (36, 16)  # the progressive stages' caps
 
 
@@ -71,7 +73,9 @@ def test_npz_folder_and_hdf5_layouts(tmp_path):
         for img_id, feats, boxes, h, w in images:
             np.savez(npz / f"{img_id}.npz", img_h=h, img_w=w, num_boxes=len(boxes), features=feats, boxes=boxes)
             blobs = [b64(np.array([h, w, len(boxes)], np.int64))] + ["" for _ in range(4)] + [b64(boxes), b64(feats)]
-            f.create_dataset(img_id, data=np.array([s.encode() for s in blobs], dtype=object), dtype=h5py.string_dtype())
+            f.create_dataset(
+                img_id, data=np.array([s.encode() for s in blobs], dtype=object), dtype=h5py.string_dtype()
+            )
     for source in (npz, tmp_path / "feats.h5"):
         cache = RegionFeatures.build(source, tmp_path / f"cache-{source.suffix or 'npz'}", progress_bar=False)
         for img_id, feats, boxes, h, w in images:
@@ -97,10 +101,18 @@ def test_bad_rows_give_one_clear_error_and_no_cache(tmp_path):
     empty = tsv_row("empty", feats[:0], boxes[:0], h, w).split("\t")
     _bad(tmp_path, [good, "\t".join(empty)], r"bad\.tsv:2: image 'empty' has 0 boxes")
     other_dim, _, _, _ = random_image(rng, 10, dim=12)
-    _bad(tmp_path, [good, tsv_row("narrow", other_dim, boxes, h, w)], r"features of image 'narrow' have dimension 12, expected 16")
+    _bad(
+        tmp_path,
+        [good, tsv_row("narrow", other_dim, boxes, h, w)],
+        r"features of image 'narrow' have dimension 12, expected 16",
+    )
     ragged = tsv_row("ragged", feats, boxes, h, w).split("\t")
     ragged[9] = base64.b64encode(feats.tobytes()[:-4]).decode()
     _bad(tmp_path, [good, "\t".join(ragged)], r"features hold 159 values, not a whole number per box")
-    _bad(tmp_path, [good, tsv_row("outside", feats, boxes * 3, h, w)], r"image 'outside' has boxes outside its 80x60 frame")
+    _bad(
+        tmp_path,
+        [good, tsv_row("outside", feats, boxes * 3, h, w)],
+        r"image 'outside' has boxes outside its 80x60 frame",
+    )
     _bad(tmp_path, [good, good], r"image 'ok' appears twice")
     _bad(tmp_path, [good, "short\t1\t2"], r"bad\.tsv:2: expected 10 tab-separated fields")

@@ -31,7 +31,9 @@ def reference_forward(s, input_ids, mask, feats, boxes, heads=4, eps=1e-12):
     text = s["bert.embeddings.word_embeddings.weight"][input_ids] + s["bert.embeddings.position_embeddings.weight"][pos]
     text = ln(text + s["bert.embeddings.token_type_embeddings.weight"][0], "bert.embeddings.LayerNorm")
     v = "bert.encoder.visn_fc"
-    regions = (ln(lin(feats, f"{v}.visn_fc"), f"{v}.visn_layer_norm") + ln(lin(boxes, f"{v}.box_fc"), f"{v}.box_layer_norm")) / 2
+    regions = (
+        ln(lin(feats, f"{v}.visn_fc"), f"{v}.visn_layer_norm") + ln(lin(boxes, f"{v}.box_fc"), f"{v}.box_layer_norm")
+    ) / 2
     x = torch.cat([regions, text], 1)
     full_mask = torch.cat([torch.ones(b, feats.shape[1], dtype=mask.dtype), mask], 1)
     additive = (1.0 - full_mask[:, None, None, :].to(x.dtype)) * -10000.0
@@ -70,7 +72,9 @@ def _inputs(seed=1, regions=5):
 def test_release_loads_every_key_and_matches_reference(tmp_path):
     state = release_state_dict()
     write_release(tmp_path / "pretrained_model", state)
-    model = StructVBertForPreTraining.from_pretrained(tmp_path / "pretrained_model", answers=[f"a{i}" for i in range(7)])
+    model = StructVBertForPreTraining.from_pretrained(
+        tmp_path / "pretrained_model", answers=[f"a{i}" for i in range(7)]
+    )
     assert model.source_format == "structvbert-release"
     ours = model.state_dict()
     # Every released tensor landed somewhere, bit for bit (the decoder is the tied word table).
@@ -79,12 +83,17 @@ def test_release_loads_every_key_and_matches_reference(tmp_path):
     assert ours["obj_predict_head.norm.weight"].equal(state["obj_predict_head.transform.LayerNorm.weight"])
     assert ours["answer_head.3.weight"].equal(state["answer_head.logit_fc.3.weight"])
     assert ours["cls_predictions.bias"].equal(state["cls.predictions.bias"])
-    assert sum(v.numel() for v in state.values()) - state["cls.predictions.decoder.weight"].numel() == model.num_parameters()
+    assert (
+        sum(v.numel() for v in state.values()) - state["cls.predictions.decoder.weight"].numel()
+        == model.num_parameters()
+    )
 
     encoder = StructVBertModel.from_pretrained(tmp_path / "pretrained_model").double().eval()
     ids, mask, feats, boxes = _inputs()
     out = encoder(ids, feats, boxes, attention_mask=mask)
-    ref_text, ref_regions, ref_pooled = reference_forward({k: v.double() for k, v in state.items()}, ids, mask, feats, boxes)
+    ref_text, ref_regions, ref_pooled = reference_forward(
+        {k: v.double() for k, v in state.items()}, ids, mask, feats, boxes
+    )
     assert (out.last_hidden_state - ref_text)[mask.bool()].abs().max() < 1e-6
     assert (out.visual_hidden_state - ref_regions).abs().max() < 1e-6
     assert (out.pooler_output - ref_pooled).abs().max() < 1e-6
@@ -125,7 +134,9 @@ def test_answer_table_remap_moves_the_right_rows(tmp_path):
     assert not w[2].any() and b[2] == 0  # unknown answer: zero row
     assert vqa.logit_fc[0].weight.equal(state["answer_head.logit_fc.0.weight"])
     # The function alone, on a hand-made table.
-    weight, bias, found = remap_answer_rows(torch.arange(6.0).view(3, 2), torch.tensor([10.0, 11, 12]), ["a", "b", "c"], ["c", "x", "a"])
+    weight, bias, found = remap_answer_rows(
+        torch.arange(6.0).view(3, 2), torch.tensor([10.0, 11, 12]), ["a", "b", "c"], ["c", "x", "a"]
+    )
     assert found == 2 and weight.tolist() == [[4, 5], [0, 0], [0, 1]] and bias.tolist() == [12, 0, 10]
 
 

@@ -49,7 +49,9 @@ class StructVBertConfig(ModelConfig):
                 f"hidden_size {self.hidden_size} must be divisible by num_attention_heads {self.num_attention_heads}"
             )
         if self.visual_pos_dim not in (4, 5):
-            raise ValueError(f"visual_pos_dim must be 4 (x1,y1,x2,y2) or 5 (with the box area), got {self.visual_pos_dim}")
+            raise ValueError(
+                f"visual_pos_dim must be 4 (x1,y1,x2,y2) or 5 (with the box area), got {self.visual_pos_dim}"
+            )
         if self.max_objects < 1:
             raise ValueError(f"max_objects must be >= 1, got {self.max_objects}")
 

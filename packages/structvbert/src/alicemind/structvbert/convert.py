@@ -157,7 +157,9 @@ def _heads_for(model_class, heads: dict[str, torch.Tensor], config: StructVBertC
         got = int(taken["logit_fc.0.weight"].shape[1]) if "logit_fc.0.weight" in taken else want
         if got != want:
             other = "VQA" if kind == "nlvr2" else "NLVR2"
-            raise CheckpointError(f"{source}: its logit_fc is an {other} head (input {got}), not {model_class.__name__}'s")
+            raise CheckpointError(
+                f"{source}: its logit_fc is an {other} head (input {got}), not {model_class.__name__}'s"
+            )
     elif kind == "vqa" and "answer_head.logit_fc.3.weight" in heads:
         for i in (0, 2):
             for p in ("weight", "bias"):
@@ -168,9 +170,13 @@ def _heads_for(model_class, heads: dict[str, torch.Tensor], config: StructVBertC
                                                     heads["answer_head.logit_fc.3.bias"], source_answers,
                                                     config.answers)  # fmt: skip
             taken.update({"logit_fc.3.weight": weight, "logit_fc.3.bias": bias})
-            logger.info("%s: %d of %d answers found in the pre-trained answer table", source, found, len(config.answers))
+            logger.info(
+                "%s: %d of %d answers found in the pre-trained answer table", source, found, len(config.answers)
+            )
     if kind == "pretraining":  # everything but a fine-tuned head was renamed into ours
-        unused = [k for k in heads if k.startswith("logit_fc.") or (k.startswith("answer_head.") and not config.num_answers)]
+        unused = [
+            k for k in heads if k.startswith("logit_fc.") or (k.startswith("answer_head.") and not config.num_answers)
+        ]
     else:
         unused = [k for k in heads if k not in taken and not k.startswith("answer_head.logit_fc.")]
         unused += [k for k in heads if k.startswith("answer_head.") and k not in taken and kind != "vqa"]

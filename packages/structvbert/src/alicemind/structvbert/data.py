@@ -83,7 +83,10 @@ class RegionCollator:
         self.add_box_size, self.warn_on_cut = add_box_size, warn_on_cut
 
     def regions(self, image_ids: Sequence[str]) -> dict[str, torch.Tensor]:
-        samples = [self.features.get(i, self.max_objects, add_box_size=self.add_box_size, warn=self.warn_on_cut) for i in image_ids]
+        samples = [
+            self.features.get(i, self.max_objects, add_box_size=self.add_box_size, warn=self.warn_on_cut)
+            for i in image_ids
+        ]
         width = max(len(s.boxes) for s in samples) if self.pad_to_batch else self.max_objects
         feats = np.zeros((len(samples), width, self.features.feature_dim), np.float32)
         boxes = np.zeros((len(samples), width, samples[0].boxes.shape[1]), np.float32)

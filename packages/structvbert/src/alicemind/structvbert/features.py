@@ -12,12 +12,9 @@ from __future__ import annotations
 import base64
 import binascii
 import csv
-import json
 import logging
-import os
-import shutil
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,20 +75,26 @@ def _check(regions: ImageRegions, where: str, feature_dim: int | None) -> int:
     if n == 0:
         raise RegionFeatureError(f"{where}: image {regions.img_id!r} has 0 boxes (the model needs at least one region)")
     if regions.boxes.shape != (n, 4):
-        raise RegionFeatureError(f"{where}: boxes of image {regions.img_id!r} have shape {regions.boxes.shape}, expected ({n}, 4)")
+        raise RegionFeatureError(
+            f"{where}: boxes of image {regions.img_id!r} have shape {regions.boxes.shape}, expected ({n}, 4)"
+        )
     if regions.features.ndim != 2 or regions.features.shape[0] != n:
         raise RegionFeatureError(
             f"{where}: features of image {regions.img_id!r} have shape {regions.features.shape}, expected ({n}, D)"
         )
     dim = regions.features.shape[1]
     if feature_dim is not None and dim != feature_dim:
-        raise RegionFeatureError(f"{where}: features of image {regions.img_id!r} have dimension {dim}, expected {feature_dim}")
+        raise RegionFeatureError(
+            f"{where}: features of image {regions.img_id!r} have dimension {dim}, expected {feature_dim}"
+        )
     if regions.img_h <= 0 or regions.img_w <= 0:
         raise RegionFeatureError(f"{where}: image {regions.img_id!r} has size {regions.img_w}x{regions.img_h}")
     scale = np.array([regions.img_w, regions.img_h] * 2, dtype=np.float32)
     norm = regions.boxes / scale
     if not np.isfinite(norm).all() or norm.min() < -BOX_TOLERANCE or norm.max() > 1 + BOX_TOLERANCE:
-        raise RegionFeatureError(f"{where}: image {regions.img_id!r} has boxes outside its {regions.img_w}x{regions.img_h} frame")
+        raise RegionFeatureError(
+            f"{where}: image {regions.img_id!r} has boxes outside its {regions.img_w}x{regions.img_h} frame"
+        )
     for name in ("scores", "objects", "attrs"):
         value = getattr(regions, name)
         if value is not None and len(value) != n:
@@ -114,9 +117,13 @@ def read_tsv(path: str | Path) -> Iterator[ImageRegions]:
                 raise RegionFeatureError(f"{where}: img_h, img_w and num_boxes must be integers") from None
             feats = _decode(row["features"], np.float32, where, "features")
             if n <= 0:
-                raise RegionFeatureError(f"{where}: image {row['img_id']!r} has {n} boxes (the model needs at least one region)")
+                raise RegionFeatureError(
+                    f"{where}: image {row['img_id']!r} has {n} boxes (the model needs at least one region)"
+                )
             if feats.size % n:
-                raise RegionFeatureError(f"{where}: features hold {feats.size} values, not a whole number per box ({n} boxes)")
+                raise RegionFeatureError(
+                    f"{where}: features hold {feats.size} values, not a whole number per box ({n} boxes)"
+                )
             yield ImageRegions(
                 row["img_id"], img_h, img_w, feats.reshape(n, -1), _decode(row["boxes"], np.float32, where, "boxes").reshape(-1, 4),
                 _decode(row["objects_conf"], np.float32, where, "objects_conf"),
@@ -134,12 +141,16 @@ def read_npz_folder(folder: str | Path) -> Iterator[ImageRegions]:
                 n = int(data["num_boxes"])
                 if n != len(data["boxes"]):
                     raise RegionFeatureError(f"{file}: num_boxes {n} but {len(data['boxes'])} boxes")
-                opt = {k: np.asarray(data[k]) if k in data else None for k in ("objects_conf", "objects_id", "attrs_id")}
+                opt = {
+                    k: np.asarray(data[k]) if k in data else None for k in ("objects_conf", "objects_id", "attrs_id")
+                }
                 yield ImageRegions(file.stem, int(data["img_h"]), int(data["img_w"]),
                                    np.asarray(data["features"], np.float32), np.asarray(data["boxes"], np.float32),
                                    opt["objects_conf"], opt["objects_id"], opt["attrs_id"])  # fmt: skip
         except KeyError as err:
-            raise RegionFeatureError(f"{file}: no array {err} (expected img_h, img_w, num_boxes, features, boxes)") from None
+            raise RegionFeatureError(
+                f"{file}: no array {err} (expected img_h, img_w, num_boxes, features, boxes)"
+            ) from None
         except (ValueError, OSError) as err:
             if isinstance(err, RegionFeatureError):
                 raise
@@ -152,21 +163,27 @@ def read_hdf5(path: str | Path) -> Iterator[ImageRegions]:
     try:
         import h5py
     except ImportError:
-        raise RegionFeatureError("reading HDF5 features needs h5py: pip install 'alicemind-structvbert[hdf5]'") from None
+        raise RegionFeatureError(
+            "reading HDF5 features needs h5py: pip install 'alicemind-structvbert[hdf5]'"
+        ) from None
     path = Path(path)
     with h5py.File(path, "r") as images:
         for img_id in images:
             where = f"{path}[{img_id}]"
             blobs = images[img_id]
             if len(blobs) < 7:
-                raise RegionFeatureError(f"{where}: {len(blobs)} entries, expected 7 (index 0 size, 5 boxes, 6 features)")
+                raise RegionFeatureError(
+                    f"{where}: {len(blobs)} entries, expected 7 (index 0 size, 5 boxes, 6 features)"
+                )
             text = [b.decode("ascii") if isinstance(b, bytes) else str(b) for b in blobs[:7]]
             size = _decode(text[0], np.int64, where, "0 (img_h, img_w, num_boxes)")
             if size.size != 3:
                 raise RegionFeatureError(f"{where}: entry 0 holds {size.size} int64s, expected 3 (h, w, n)")
             img_h, img_w, n = (int(v) for v in size)
             if n <= 0:
-                raise RegionFeatureError(f"{where}: image {img_id!r} has {n} boxes (the model needs at least one region)")
+                raise RegionFeatureError(
+                    f"{where}: image {img_id!r} has {n} boxes (the model needs at least one region)"
+                )
             feats = _decode(text[6], np.float32, where, "6 (features)")
             if feats.size % n:
                 raise RegionFeatureError(f"{where}: features hold {feats.size} values, not a whole number per box")

@@ -54,7 +54,9 @@ def load_tokenizer(recipe: Mapping[str, Any]) -> StructVBertTokenizer:
 
 def open_features(recipe: Mapping[str, Any], *, progress_bar: bool = True) -> RegionFeatures:
     """The recipe's feature cache, built from ``features`` (TSV / NPZ folders / HDF5) the first time."""
-    cache = recipe.get("feature_cache") or (Path(recipe["data_dir"]) / "feature_cache" if recipe.get("data_dir") else None)
+    cache = recipe.get("feature_cache") or (
+        Path(recipe["data_dir"]) / "feature_cache" if recipe.get("data_dir") else None
+    )
     if cache is None:
         raise CliError("give feature_cache=FOLDER (and features=[...] to build it)")
     sources = recipe.get("features") or []
@@ -169,7 +171,9 @@ def run_finetune(recipe: dict[str, Any], *, progress_bar: bool = True) -> Finetu
     if model.config.vocab_size < tokenizer.vocab_size:
         raise CliError(f"tokenizer has {tokenizer.vocab_size} tokens but the model only {model.config.vocab_size}")
     if features.feature_dim != model.config.visual_feat_dim:
-        raise CliError(f"the features have dimension {features.feature_dim}, the model takes {model.config.visual_feat_dim}")
+        raise CliError(
+            f"the features have dimension {features.feature_dim}, the model takes {model.config.visual_feat_dim}"
+        )
     _, train, collate = prepare(recipe, model, tokenizer, features, train_files, task)
     dev_examples, dev, _ = prepare(recipe, model, tokenizer, features, eval_files, task)
     output_dir = Path(recipe.get("output_dir") or f"runs/{task}")

@@ -197,7 +197,9 @@ class StructVBertForNLVR2(StructVBertPreTrainedModel):
     def forward(self, input_ids, visual_feats, visual_boxes, labels=None, **kwargs: Any) -> TaskOutput:
         """``visual_feats`` ``[B, 2, R, D]`` and ``visual_boxes`` ``[B, 2, R, 4]``: the two images of each pair."""
         if visual_feats.dim() != 4 or visual_feats.shape[1] != 2:
-            raise ValueError(f"NLVR2 takes two images per example: visual_feats [B, 2, R, D], got {tuple(visual_feats.shape)}")
+            raise ValueError(
+                f"NLVR2 takes two images per example: visual_feats [B, 2, R, D], got {tuple(visual_feats.shape)}"
+            )
         batch = input_ids.shape[0]
 
         def twice(t):

@@ -100,7 +100,9 @@ class PretrainCollator:
             for i, example in enumerate(examples):
                 # A negative takes a sentence of another image that differs from this one's (the same question
                 # text on two images would be a "mismatch" no model could tell).
-                others = [e["sent"] for e in examples if e["img_id"] != example["img_id"] and e["sent"] != example["sent"]]
+                others = [
+                    e["sent"] for e in examples if e["img_id"] != example["img_id"] and e["sent"] != example["sent"]
+                ]
                 if others and rng.random() < self.mismatch_prob:
                     sentences[i], matched[i] = rng.choice(others), 0
         ids = self.tokenizer(sentences, truncation=True, max_length=self.max_length)["input_ids"]

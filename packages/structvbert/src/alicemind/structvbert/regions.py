@@ -56,8 +56,12 @@ class RegionFeatures:
         rows = int(index["rows"])
         shapes = {"features": (rows, self.feature_dim), "boxes": (rows, 4)}
         self._arrays = {
-            name: np.memmap(self.path / f"{name}.{_SUFFIX[dtype]}", dtype=np.dtype(dtype).newbyteorder("<"),
-                            mode="r", shape=shapes.get(name, (rows,)))  # fmt: skip
+            name: np.memmap(
+                self.path / f"{name}.{_SUFFIX[dtype]}",
+                dtype=np.dtype(dtype).newbyteorder("<"),
+                mode="r",
+                shape=shapes.get(name, (rows,)),
+            )  # fmt: skip
             for name, dtype in _ARRAYS.items()
         }
         self._warned: set[str] = set()
@@ -95,16 +99,24 @@ class RegionFeatures:
             for source in sources:
                 origins.append(str(source))
                 regions_iter = read_source(source)
-                for regions in _progress(regions_iter, f"reading {Path(source).name}") if progress_bar else regions_iter:
+                for regions in (
+                    _progress(regions_iter, f"reading {Path(source).name}") if progress_bar else regions_iter
+                ):
                     dim = _check(regions, str(source), dim)
                     if regions.img_id in images:
                         raise RegionFeatureError(f"{source}: image {regions.img_id!r} appears twice")
                     n = len(regions.boxes)
-                    fill = {"scores": np.full(n, np.nan, np.float32), "objects": np.full(n, -1), "attrs": np.full(n, -1)}
+                    fill = {
+                        "scores": np.full(n, np.nan, np.float32),
+                        "objects": np.full(n, -1),
+                        "attrs": np.full(n, -1),
+                    }
                     for name, dtype in _ARRAYS.items():
                         value = getattr(regions, name)
                         value = fill[name] if value is None else value
-                        files[name].write(np.ascontiguousarray(value, dtype=np.dtype(dtype).newbyteorder("<")).tobytes())
+                        files[name].write(
+                            np.ascontiguousarray(value, dtype=np.dtype(dtype).newbyteorder("<")).tobytes()
+                        )
                     images[regions.img_id] = [rows, n, regions.img_h, regions.img_w]
                     rows += n
         finally:
@@ -140,7 +152,9 @@ class RegionFeatures:
         start, n, _, _ = self._entry(img_id)
         return {name: array[start : start + n] for name, array in self._arrays.items()}
 
-    def get(self, img_id: str, max_boxes: int | None = None, *, add_box_size: bool = False, warn: bool = True) -> RegionSample:
+    def get(
+        self, img_id: str, max_boxes: int | None = None, *, add_box_size: bool = False, warn: bool = True
+    ) -> RegionSample:
         """One image for the model: boxes divided by (w, h, w, h) (with the box area appended when
         ``add_box_size``), at most ``max_boxes`` regions: more are cut to the highest-scoring ones (the first
         ones where the layout stores no score), with a warning unless ``warn=False`` (a progressive stage's
@@ -150,7 +164,11 @@ class RegionFeatures:
         arrays = {name: array[keep] for name, array in self._arrays.items()}
         if max_boxes is not None and n > max_boxes:
             scores = arrays["scores"]
-            order = np.arange(max_boxes) if np.isnan(scores).all() else np.sort(np.argsort(-scores, kind="stable")[:max_boxes])
+            order = (
+                np.arange(max_boxes)
+                if np.isnan(scores).all()
+                else np.sort(np.argsort(-scores, kind="stable")[:max_boxes])
+            )
             arrays = {name: array[order] for name, array in arrays.items()}
             if warn and img_id not in self._warned:
                 self._warned.add(img_id)
