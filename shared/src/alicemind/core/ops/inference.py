@@ -91,6 +91,7 @@ def optimize_for_inference(
     cache_dir: str | Path | None = None,
     dynamic: bool | None = None,
     freeze: bool = True,
+    backend: str = "inductor",
     report: Callable[[str], None] | None = _stderr,
 ) -> InferenceModel:
     """Put ``model`` in eval mode and compile it for inference on its device.
@@ -102,6 +103,7 @@ def optimize_for_inference(
     ``report`` (stderr by default; None is silent). Pad ragged batches to a few lengths with
     :func:`pad_to_bucket` (buckets ``DEFAULT_BUCKETS``) so a stream of requests compiles a handful of graphs;
     ``dynamic=True`` compiles one shape-generic graph instead. Outputs equal the eager model's (about 1e-5 fp32).
+    ``backend`` other than inductor (``"aot_eager"``: tracing only, no code generation) is for checks.
     """
     params = next(iter(model.parameters()), None)
     device = params.device if params is not None else torch.device("cpu")
@@ -109,13 +111,12 @@ def optimize_for_inference(
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(cache_dir).resolve())
     torch._inductor.config.fx_graph_cache = True
     model.eval()
-    if device.type == "cuda":
-        options: dict[str, Any] = {"mode": "reduce-overhead"}
-    else:
-        options = {"options": {"freezing": freeze}}
+    options: dict[str, Any] = {}
+    if backend == "inductor":
+        options = {"mode": "reduce-overhead"} if device.type == "cuda" else {"options": {"freezing": freeze}}
 
     def compile_fn(fn):
-        return torch.compile(fn, dynamic=dynamic, **options)
+        return torch.compile(fn, backend=backend, dynamic=dynamic, **options)
 
     return InferenceModel(model, compile_fn, report or (lambda _: None))
 
