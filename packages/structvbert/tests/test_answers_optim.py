@@ -51,3 +51,23 @@ def test_bertadam_matches_a_hand_written_step_without_bias_correction():
     assert float(first.detach()) == pytest.approx(-0.1 / 0.001**0.5)
     with pytest.raises(ValueError, match="invalid"):
         BertAdam([first], lr=-1.0)
+
+
+def test_core_linear_schedule_gives_the_original_warmup_linear_learning_rates():
+    """The original evaluates ``lr * warmup_linear(step / t_total, 0.1)`` with the step count before the update."""
+    from alicemind.core.ops import build_scheduler
+
+    def warmup_linear(x, warmup):
+        return x / warmup if x < warmup else max((x - 1.0) / (warmup - 1.0), 0.0)
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = BertAdam([param], lr=5e-5)
+    sched = build_scheduler(opt, "linear", num_training_steps=30, warmup_ratio=0.1)
+    seen = []
+    for _ in range(30):
+        seen.append(opt.param_groups[0]["lr"])
+        param.grad = torch.ones(1)
+        opt.step()
+        sched.step()
+    expected = [5e-5 * warmup_linear(step / 30, 0.1) for step in range(30)]
+    assert seen == pytest.approx(expected, rel=1e-12, abs=1e-18)

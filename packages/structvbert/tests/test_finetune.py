@@ -49,6 +49,18 @@ def test_vqa_finetune_reaches_high_soft_accuracy_then_evaluate_and_predict(tmp_p
     assert row["answers"][0]["answer"] == COLORS[1] and len(row["answers"]) == 2
 
 
+def test_gqa_finetune_scores_plain_accuracy(tmp_path):
+    data = synthetic_vqa(tmp_path / "gqa", num_images=48)
+    for split in ("train", "valid"):  # GQA: one answer per question, score 1
+        rows = json.loads((data / f"{split}.json").read_text())
+        for row in rows:
+            row["label"] = {max(row["label"], key=row["label"].get): 1.0}
+        (data / f"{split}.json").write_text(json.dumps(rows))
+    result = run_finetune(_recipe(data, tmp_path / "run", "gqa", optimizer="bertadam"), progress_bar=False)
+    assert set(result.metrics) == {"accuracy"}
+    assert result.initial["accuracy"] < 0.6 and result.metrics["accuracy"] >= 0.9
+
+
 def test_nlvr2_finetune_learns_pairs(tmp_path):
     """Label = both images of the pair show color code 1 (needs both pooled vectors)."""
     rng = np.random.default_rng(1)
