@@ -7,11 +7,11 @@ import json
 
 import numpy as np
 import pytest
+from structurallm_testing import funsd_annotation, released_variables, write_funsd_split
 
 from alicemind.core.checkpoint.tf1_writer import save_tf_checkpoint
 from alicemind.core.cli import main
 from alicemind.structurallm import StructuralLMConfig, StructuralLMModel
-from structurallm_testing import funsd_annotation, released_variables, write_funsd_split
 
 OVERRIDES = ["max_seq_length=32", "doc_stride=8", "training.max_steps=100", "training.lr=3e-3",
              "training.per_device_batch_size=8", "training.precision=fp32", "training.save_every=0",

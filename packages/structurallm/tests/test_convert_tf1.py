@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from structurallm_testing import released_variables
 
 from alicemind.core.checkpoint import CheckpointError
 from alicemind.core.checkpoint.tf1_writer import save_tf_checkpoint
@@ -16,7 +17,6 @@ from alicemind.structurallm import (
     StructuralLMModel,
 )
 from alicemind.structurallm.convert import to_layoutlm_state_dict
-from structurallm_testing import released_variables
 
 
 def _release(tmp_path, cfg, **kwargs):
@@ -91,6 +91,7 @@ def test_our_folder_round_trips(tmp_path):
 
 def test_hidden_states_agree_with_transformers_layoutlm():
     import transformers  # the test extra
+
     torch.manual_seed(0)
     cfg = StructuralLMConfig.from_preset("structurallm.test", use_bbox_pos=False, hidden_dropout_prob=0.0)
     model = StructuralLMModel(cfg).eval()

@@ -6,10 +6,10 @@ import json
 
 import pytest
 import torch
+from structurallm_testing import funsd_annotation
 
 from alicemind.structurallm import DocumentEncoder, DocumentError, make_document, read_documents, read_funsd
 from alicemind.structurallm.encoder import assemble_word_predictions
-from structurallm_testing import funsd_annotation
 
 ENTITIES = [
     ("header", "the form", [100, 20, 400, 60]),

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from structurallm_testing import synthetic_pages, write_funsd_split
 
 from alicemind.structurallm import read_documents
 from alicemind.structurallm.finetuning import load_finetuned, run_evaluate, run_finetune
 from alicemind.structurallm.tasks import answer_word_span, predict
-from structurallm_testing import synthetic_pages, write_funsd_split
 
 TRAINING = {"per_device_batch_size": 8, "lr": 3e-3, "warmup_ratio": 0.1, "precision": "fp32", "seed": 5,
             "save_every": 0, "log_every": 100}  # fmt: skip

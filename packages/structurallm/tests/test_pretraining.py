@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import random
 
+from structurallm_testing import synthetic_pages
+
 from alicemind.structurallm import make_document
 from alicemind.structurallm.encoder import DocumentEncoder
 from alicemind.structurallm.pretraining import PretrainingDataConfig, cell_area, mask_window, run_pretraining
-from structurallm_testing import synthetic_pages
 
 
 def test_cell_area_grid():

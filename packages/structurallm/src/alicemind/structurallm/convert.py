@@ -220,6 +220,7 @@ def read_structurallm_checkpoint(model_class, path: Path, **config_overrides: An
     state = convert_tf_variables(load_tf_checkpoint(prefix), model_class, config, source=str(prefix))
     return LoadedCheckpoint(config, state, "structurallm-tf1")
 
+
 # Our encoder module names -> LayoutLM's (its encoder and pooler are BERT's).
 ENCODER_TO_HF = [
     (r"^encoder\.layers\.(\d+)\.self_attn\.q_proj\.", r"encoder.layer.\1.attention.self.query."),

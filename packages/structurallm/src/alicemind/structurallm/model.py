@@ -15,8 +15,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alicemind.core.layers import BlockSpec, LayoutEmbeddings, MaskedLMHead, Pooler, SpanQAHead, TextEmbeddings
-from alicemind.core.layers import TransformerStack
+from alicemind.core.layers import (
+    BlockSpec,
+    LayoutEmbeddings,
+    MaskedLMHead,
+    Pooler,
+    SpanQAHead,
+    TextEmbeddings,
+    TransformerStack,
+)
 from alicemind.core.modeling import LoadedCheckpoint, PreTrainedModel, init_bert_weights
 from alicemind.structurallm.config import StructuralLMConfig
 
@@ -60,7 +67,9 @@ class StructuralLMEmbeddings(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, bbox: torch.Tensor, pos_bbox: torch.Tensor | None) -> torch.Tensor:
         if bbox.shape[:2] != input_ids.shape:
-            raise ValueError(f"bbox {tuple(bbox.shape)} must be [batch, length, 4] for input_ids {tuple(input_ids.shape)}")
+            raise ValueError(
+                f"bbox {tuple(bbox.shape)} must be [batch, length, 4] for input_ids {tuple(input_ids.shape)}"
+            )
         extra = self.layout(bbox)
         if self.bbox_embeddings is not None:
             if pos_bbox is None:

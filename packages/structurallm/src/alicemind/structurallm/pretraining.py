@@ -127,7 +127,9 @@ def _documents(path: Any, what: str) -> list[Document]:
         raise CliError(str(err)) from None
 
 
-def run_pretraining(recipe: dict[str, Any], *, progress_bar: bool = True, overrides: Sequence[str] = ()) -> PretrainResult:
+def run_pretraining(
+    recipe: dict[str, Any], *, progress_bar: bool = True, overrides: Sequence[str] = ()
+) -> PretrainResult:
     """Mask the documents, pre-train, write ``output_dir/model`` (weights + tokenizer) and ``pretrain_results.json``."""
     source = recipe.get("tokenizer") or recipe.get("model")
     if not source:

@@ -36,7 +36,9 @@ def answer_word_span(doc: Document) -> tuple[int, int] | None:
     if doc.extra.get("answer_span") is not None:
         start, end = doc.extra["answer_span"]
         if not 0 <= start <= end < len(doc.words):
-            raise DocumentError(f"document {doc.id!r}: answer_span {[start, end]} is outside its {len(doc.words)} words")
+            raise DocumentError(
+                f"document {doc.id!r}: answer_span {[start, end]} is outside its {len(doc.words)} words"
+            )
         return int(start), int(end)
     words = [_normal(w) for w in doc.words]
     for answer in doc.extra.get("answers") or []:
@@ -60,7 +62,9 @@ def encode_for_training(kind: str, encoder: DocumentEncoder, docs: Sequence[Docu
             span = answer_word_span(doc)
             for w in windows:
                 inside = [] if span is None else [p for p, t in enumerate(w["token_word"]) if span[0] <= t <= span[1]]
-                complete = bool(inside) and w["token_word"][inside[0]] == span[0] and w["token_word"][inside[-1]] == span[1]
+                complete = (
+                    bool(inside) and w["token_word"][inside[0]] == span[0] and w["token_word"][inside[-1]] == span[1]
+                )
                 w["start_positions"], w["end_positions"] = (inside[0], inside[-1]) if complete else (0, 0)
         elif kind == "rvl-cdip":
             label = doc.extra.get("label")
