@@ -125,8 +125,6 @@ def training_config_of(recipe: dict[str, Any], output_dir: str, progress_bar: bo
 
 def run_glue_recipe(recipe: dict[str, Any], *, progress_bar: bool = True) -> dict[str, Any]:
     """Prune as the recipe says; writes ``output_dir`` (step folders or the pruned model) and returns the results."""
-    from alicemind.cap.loop import prune_model
-
     unknown = sorted(set(recipe) - RECIPE_KEYS)
     if unknown:
         raise CliError(f"unknown recipe key(s) {', '.join(unknown)}; known: {', '.join(sorted(RECIPE_KEYS))}")
@@ -146,17 +144,25 @@ def run_glue_recipe(recipe: dict[str, Any], *, progress_bar: bool = True) -> dic
     train = encode(tokenizer, task, load_task_examples(task, folder, "train"), max_len)
     dev = encode(tokenizer, task, load_task_examples(task, folder, "dev"), max_len)
     collate = DataCollatorWithPadding(pad_token_id=tokenizer.pad_token_id or 0)
-    output_dir = str(recipe.get("output_dir") or "runs/cap")
+    eval_fn = make_eval_fn(task, dev, collate, int(recipe.get("eval_batch_size", 64)))
+    return prune_and_record(recipe, task.name, cap, student, teacher, train, collate, eval_fn, progress_bar)
+
+
+def prune_and_record(recipe, task_name: str, cap: CapConfig, student, teacher, train, collate, eval_fn,
+                     progress_bar: bool) -> dict[str, Any]:  # fmt: skip
+    """Move the models to the run's device, prune, and write ``output_dir/cap_results.json`` (glue and squad)."""
+    from alicemind.cap.loop import prune_model
+
+    output_dir = str(recipe.get("output_dir") or f"runs/cap-{task_name}")
     training = training_config_of(recipe, output_dir, progress_bar)
     device = torch.device("cuda" if torch.cuda.is_available() and training.device in (None, "cuda") else "cpu")
     student.to(device)
     if teacher is not None:
         teacher.to(device)
-    eval_fn = make_eval_fn(task, dev, collate, int(recipe.get("eval_batch_size", 64)))
     result = prune_model(student, cap, train, collate, training, teacher=teacher, eval_fn=eval_fn,
                          output_dir=output_dir, progress=progress_bar)  # fmt: skip
     result.pop("pruner", None)
     Path(output_dir).mkdir(parents=True, exist_ok=True)
-    summary = {"task": task.name, "method": cap.method, "output_dir": output_dir, **result}
+    summary = {"task": task_name, "method": cap.method, "output_dir": output_dir, **result}
     (Path(output_dir) / "cap_results.json").write_text(json.dumps(summary, indent=1, default=str), encoding="utf-8")
     return summary

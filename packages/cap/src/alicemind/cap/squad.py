@@ -12,7 +12,6 @@ the representation is the raw h_CLS the QA head sees.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from alicemind.cap.glue import RECIPE_KEYS, cap_config_of, model_folder, require_transformers, training_config_of
+from alicemind.cap.glue import RECIPE_KEYS, cap_config_of, model_folder, prune_and_record, require_transformers
 from alicemind.core.cli import CliError
 from alicemind.core.data import DataCollatorWithPadding
 from alicemind.core.data.own_spans import QAExample, read_squad
@@ -140,8 +139,6 @@ def load_qa_model(path, role: str):
 
 def run_squad_recipe(recipe: dict[str, Any], *, progress_bar: bool = True) -> dict[str, Any]:
     """Prune on SQuAD as the recipe says; writes ``output_dir`` and returns the results (EM / F1 per step)."""
-    from alicemind.cap.loop import prune_model
-
     unknown = sorted(set(recipe) - SQUAD_KEYS)
     if unknown:
         raise CliError(f"unknown recipe key(s) {', '.join(unknown)}; known: {', '.join(sorted(SQUAD_KEYS))}")
@@ -169,18 +166,6 @@ def run_squad_recipe(recipe: dict[str, Any], *, progress_bar: bool = True) -> di
     except ValueError as err:
         raise CliError(str(err)) from None
     collate = DataCollatorWithPadding(pad_token_id=tokenizer.pad_token_id or 0)
-    output_dir = str(recipe.get("output_dir") or "runs/cap-squad")
-    training = training_config_of(recipe, output_dir, progress_bar)
-    device = torch.device("cuda" if torch.cuda.is_available() and training.device in (None, "cuda") else "cpu")
-    student.to(device)
-    if teacher is not None:
-        teacher.to(device)
     eval_fn = make_squad_eval_fn(dev_examples, dev, collate, int(recipe.get("eval_batch_size", 64)),
                                  int(recipe.get("max_answer_length", 30)))  # fmt: skip
-    result = prune_model(student, cap, train, collate, training, teacher=teacher, eval_fn=eval_fn,
-                         output_dir=output_dir, progress=progress_bar)  # fmt: skip
-    result.pop("pruner", None)
-    Path(output_dir).mkdir(parents=True, exist_ok=True)
-    summary = {"task": "squad", "method": cap.method, "output_dir": output_dir, **result}
-    (Path(output_dir) / "cap_results.json").write_text(json.dumps(summary, indent=1, default=str), encoding="utf-8")
-    return summary
+    return prune_and_record(recipe, "squad", cap, student, teacher, train, collate, eval_fn, progress_bar)
