@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from alicemind.core.checkpoint import CheckpointError, load_state_dict_file, rename_keys
+from alicemind.core.checkpoint.bert_names import BERT_LAYER_TO_CORE
 from alicemind.core.config import CONFIG_NAME, read_json_file
 from alicemind.core.modeling import WEIGHTS_NAME, LoadedCheckpoint
 from alicemind.structvbert.answers import normalize_answer, read_answer_list
@@ -53,14 +54,7 @@ BACKBONE = [
     (r"^embeddings\.LayerNorm\.", "embeddings.norm."),
     (r"^encoder\.visn_fc\.visn_fc\.", "visual.visn_fc."),
     (r"^encoder\.visn_fc\.(visn_layer_norm|box_fc|box_layer_norm)\.", r"visual.\1."),
-    (r"^encoder\.layer\.(\d+)\.attention\.self\.query\.", r"encoder.layers.\1.self_attn.q_proj."),
-    (r"^encoder\.layer\.(\d+)\.attention\.self\.key\.", r"encoder.layers.\1.self_attn.k_proj."),
-    (r"^encoder\.layer\.(\d+)\.attention\.self\.value\.", r"encoder.layers.\1.self_attn.v_proj."),
-    (r"^encoder\.layer\.(\d+)\.attention\.output\.dense\.", r"encoder.layers.\1.self_attn.out_proj."),
-    (r"^encoder\.layer\.(\d+)\.attention\.output\.LayerNorm\.", r"encoder.layers.\1.self_attn_norm."),
-    (r"^encoder\.layer\.(\d+)\.intermediate\.dense\.", r"encoder.layers.\1.ffn.fc_in."),
-    (r"^encoder\.layer\.(\d+)\.output\.dense\.", r"encoder.layers.\1.ffn.fc_out."),
-    (r"^encoder\.layer\.(\d+)\.output\.LayerNorm\.", r"encoder.layers.\1.ffn_norm."),
+    *BERT_LAYER_TO_CORE,
 ]
 _OUR_BACKBONE = re.compile(
     r"^(embeddings\.(word_embeddings|position_embeddings|token_type_embeddings|norm)\.|visual\.|encoder\.layers\.\d+\."
