@@ -187,5 +187,7 @@ def test_padding_idx_quirk_and_our_round_trip(tmp_path):
     # An encoder folder into a task model: the head starts fresh, the encoder is the same.
     vqa = StructVBertForVQA.from_pretrained(tmp_path / "ours", answers=["x", "y"])
     assert vqa.bert.pooler.dense.weight.equal(model.pooler.dense.weight)
+    with pytest.raises(ValueError, match="answer_table= remaps the released"):
+        StructVBertForVQA.from_pretrained(tmp_path / "ours", answers=["x"], answer_table=["x"])
     with pytest.raises(ValueError, match="dimension 7"):
         model(ids, torch.zeros(2, 3, 7), torch.zeros(2, 3, 4))

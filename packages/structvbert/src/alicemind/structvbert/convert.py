@@ -197,6 +197,8 @@ def read_structvbert_checkpoint(model_class, path: Path, **overrides: Any) -> Lo
     """
     answer_table = overrides.pop("answer_table", None)
     if path.is_dir() and (path / CONFIG_NAME).is_file() and (path / WEIGHTS_NAME).is_file():
+        if answer_table is not None:
+            raise ValueError(f"{path}: answer_table= remaps the released pre-trained answer head; this is our folder")
         config = StructVBertConfig.from_json_file(path / CONFIG_NAME, **overrides)
         state, unused = _normalise_own(model_class, load_state_dict_file(path / WEIGHTS_NAME))
         if model_class.head_kind == "pretraining":
