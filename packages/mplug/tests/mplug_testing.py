@@ -45,8 +45,8 @@ def draw_shape(colour: str, shape: str, rng: random.Random, size: int = 32) -> I
     """A shape of one colour on a grey background, at a random place and size."""
     image = Image.new("RGB", (size, size), (128, 128, 128))
     draw = ImageDraw.Draw(image)
-    side = rng.randint(size // 2, size - 4)
-    x, y = rng.randint(0, size - side), rng.randint(0, size - side)
+    side = rng.randint(size - 10, size - 4)  # large and near the centre: a 4x4-patch tower can tell the shapes
+    x, y = rng.randint(2, size - side - 2), rng.randint(2, size - side - 2)
     fill = COLOURS[colour]
     if shape == "circle":
         draw.ellipse((x, y, x + side, y + side), fill=fill)

@@ -46,7 +46,10 @@ _SUBLAYERS = [  # (ours inside encoder.layers.{i}, release inside encoder.layer.
 _HEAD = [("dense", "predictions.transform.dense"), ("norm", "predictions.transform.LayerNorm"),
          ("decoder", "predictions.decoder"), ("bias", "predictions.bias")]  # fmt: skip
 FROM_RELEASE = (
-    [(r"^(text_encoder|fusion_encoder)(_m)?\.(bert|fusion)\.", r"\1\2."), (r"\.embeddings\.LayerNorm\.", ".embeddings.norm.")]
+    [
+        (r"^(text_encoder|fusion_encoder)(_m)?\.(bert|fusion)\.", r"\1\2."),
+        (r"\.embeddings\.LayerNorm\.", ".embeddings.norm."),
+    ]
     + [(rf"\.encoder\.layer\.(\d+)\.{re.escape(r)}\.", rf".encoder.layers.\1.{o}.") for o, r in _SUBLAYERS]
     + [(rf"^(text_decoder(?:_m)?)\.cls\.{re.escape(r)}(\.|$)", rf"\1.cls.{o}\2") for o, r in _HEAD]
     + [(rf"^fusion_encoder\.cls\.{re.escape(r)}(\.|$)", rf"mlm_head.{o}\1") for o, r in _HEAD]
@@ -77,8 +80,11 @@ TASK_UNUSED = {  # what each task's model has no place for, and why
         _CONTRASTIVE: "retrieval/pre-training heads",
         r"^mlm_head\.": "the pre-training MLM head",
     },
-    "vqa": {_CONTRASTIVE: "retrieval/pre-training heads", r"^mlm_head\.": "the pre-training MLM head",
-            r"^(vision_proj|text_proj)_m\.": "retrieval momentum projections"},  # fmt: skip
+    "vqa": {
+        _CONTRASTIVE: "retrieval/pre-training heads",
+        r"^mlm_head\.": "the pre-training MLM head",
+        r"^(vision_proj|text_proj)_m\.": "retrieval momentum projections",
+    },  # fmt: skip
     "grounding": {
         _MOMENTUM: "the grounding loader drops every _m key (grounding_mplug.py)",
         _CONTRASTIVE: "retrieval/pre-training heads",

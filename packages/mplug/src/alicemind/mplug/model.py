@@ -31,10 +31,10 @@ from alicemind.mplug.modules import (
 
 @dataclass
 class MPlugOutput:
-    """Total loss (when targets are given), per-objective losses for logging, and logits where they apply."""
+    """Total loss (when targets are given), per-objective losses as ``metrics`` (the Trainer logs them), logits."""
 
     loss: torch.Tensor | None = None
-    losses: dict[str, torch.Tensor] | None = None
+    metrics: dict[str, torch.Tensor] | None = None
     logits: torch.Tensor | None = None
 
 

@@ -139,7 +139,9 @@ class MPlugForPreTraining(ContrastiveMixin):
     def build_heads(self) -> None:
         super().build_heads()
         c = self.config
-        self.mlm_head = MaskedLMHead(c.hidden_size, c.vocab_size, activation=c.hidden_act, layer_norm_eps=c.layer_norm_eps)
+        self.mlm_head = MaskedLMHead(
+            c.hidden_size, c.vocab_size, activation=c.hidden_act, layer_norm_eps=c.layer_norm_eps
+        )
 
     def init_weights(self) -> None:
         super().init_weights()

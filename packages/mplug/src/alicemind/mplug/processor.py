@@ -33,7 +33,9 @@ class ImageError(ValueError):
 
 def load_image(source: str | os.PathLike | bytes | Image.Image, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode ``source`` (path, bytes or PIL image) fully into an RGB image, with the conversions above."""
-    name = "<bytes>" if isinstance(source, bytes) else ("<PIL image>" if isinstance(source, Image.Image) else str(source))
+    name = (
+        "<bytes>" if isinstance(source, bytes) else ("<PIL image>" if isinstance(source, Image.Image) else str(source))
+    )
     if isinstance(source, Image.Image):
         image = source
     else:
@@ -44,7 +46,7 @@ def load_image(source: str | os.PathLike | bytes | Image.Image, *, max_pixels: i
         except UnidentifiedImageError:
             raise ImageError(f"{name} is not an image pillow can read") from None
         except OSError as exc:
-            raise ImageError(f"cannot open image {name}: {exc}") from None
+            raise ImageError(f"image {name} is truncated or corrupt: {exc}") from None
     w, h = image.size
     if w * h > max_pixels:
         raise ImageError(f"image {name} is {w}x{h} = {w * h} pixels, over the limit of {max_pixels} (max_pixels)")
@@ -149,7 +151,9 @@ class MPlugProcessor:
     ``train=True`` applies RandomResizedCrop(``scale``) + horizontal flip + RandomAugment, seeded by ``seed``.
     """
 
-    def __init__(self, tokenizer, image_size: int = 384, *, scale=(0.5, 1.0), seed: int = 0, max_pixels=DEFAULT_MAX_PIXELS):
+    def __init__(
+        self, tokenizer, image_size: int = 384, *, scale=(0.5, 1.0), seed: int = 0, max_pixels=DEFAULT_MAX_PIXELS
+    ):
         self.tokenizer, self.image_size, self.scale = tokenizer, image_size, tuple(scale)
         self.max_pixels, self.rng = max_pixels, random.Random(seed)
         self.cls_id, self.sep_id = (tokenizer.convert_tokens_to_ids(t) for t in ("[CLS]", "[SEP]"))
