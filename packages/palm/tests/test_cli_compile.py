@@ -1,4 +1,5 @@
-"""``alicemind palm generate --compile`` runs the model through optimize_for_inference and writes the same text."""
+"""``alicemind palm generate --compile`` runs the model through optimize_for_inference and writes the same text;
+``--int8-weights`` decodes with int8 linear layers."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import pytest
 import torch
 
 import alicemind.core.ops as core_ops
+import alicemind.core.ops.int8 as core_int8
 from alicemind.core.cli import main
 from alicemind.palm import PalmForConditionalGeneration
 
@@ -48,4 +50,13 @@ def test_generate_with_compile_writes_the_eager_outputs(tmp_path, make_config, m
     assert outputs[True] == outputs[False] and len(outputs[False].splitlines()) == 2
     assert len(compiled) == 1 and {name for name, _ in compiled[0].compile_seconds} == {"encode", "decode_step"}
     assert "compiled decode_step for a new input shape in" in capsys.readouterr().err
+
+    swapped = []
+    real = core_int8.quantize_linear_weights
+    monkeypatch.setattr(core_int8, "quantize_linear_weights", lambda model: swapped.append(real(model)))
+    args = ["palm", "generate", "--model", str(folder), "--input", str(tmp_path / "in.txt"), "--output",
+            str(tmp_path / "int8.txt"), "--no-progress", "--int8-weights", "generation.max_new_tokens=4"]  # fmt: skip
+    assert main(args) == 0
+    assert swapped and swapped[0] > 0
+    assert len((tmp_path / "int8.txt").read_text(encoding="utf-8").splitlines()) == 2
 

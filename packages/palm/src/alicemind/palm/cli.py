@@ -95,6 +95,10 @@ def _generate(args: argparse.Namespace) -> int:
     recipe = _recipe(args)
     sources = _read_lines(args.input, "alicemind palm generate")  # before the (slow) model load
     model, tokenizer, _ = load_model_and_tokenizer(args.model, recipe.get("tokenizer"))
+    if args.int8_weights:
+        from alicemind.core.ops.int8 import quantize_linear_weights
+
+        quantize_linear_weights(model)
     if args.compile:
         from alicemind.core.ops import optimize_for_inference
 
@@ -172,6 +176,9 @@ def register(subparsers) -> None:
     p.add_argument("--compile", action="store_true", help="compile the model first (alicemind.core.ops."
                    "optimize_for_inference: inductor with frozen weights on CPU, CUDA graphs on GPU); each new "
                    "input shape costs a compile, reported on stderr, and the outputs are the same")  # fmt: skip
+    p.add_argument("--int8-weights", action="store_true", help="CPU decoding with int8 weights in every linear "
+                   "layer (per-channel scales; the tied output projection stays fp32): less memory traffic, "
+                   "slightly different outputs")  # fmt: skip
     add_recipe_arguments(p, default="generate")
     p.set_defaults(func=_generate)
 
