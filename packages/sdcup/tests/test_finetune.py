@@ -76,10 +76,13 @@ def test_hostile_and_columnless_questions(finetuned):
     tokenizer = SdcupTokenizer.from_pretrained(result.model_dir)
     table = Table(["name", "city", "price", "year"], ["text", "text", "real", "real"],
                   [["alpha", "paris", 10.0, 3.0], ["beta", "rome", 20.0, 4.0]], "shop")  # fmt: skip
-    injection = predict_one(model, tokenizer, "what is the price of '; DROP TABLE t; --", table)
-    assert injection.sql.startswith("SELECT ") and "DROP" not in injection.sql
-    assert all("DROP" not in str(p) or isinstance(p, str) for p in injection.parameters)
-    assert injection.error is None and injection.rows == []  # the text is a bound value matching no row
+    question = "what is the price of '; DROP TABLE t; --"
+    injection = predict_one(model, tokenizer, question, table)
+    assert injection.sql.startswith("SELECT ") and "DROP" not in injection.sql and "'" not in injection.sql
+    # Values are spans of the question, bound as parameters (here the quote character), never pasted in.
+    assert injection.parameters and injection.sql.count("?") == len(injection.parameters)
+    assert all(str(p).replace(" ", "") in question.lower().replace(" ", "") for p in injection.parameters)
+    assert injection.error is None and injection.rows == []
     nothing = predict_one(model, tokenizer, "tell me something", table)
     assert nothing.warnings == ["the question names no column of the table"] and nothing.error is None
     # Through a database: a file, checksum before and after, only SELECTs run, the authorizer refused nothing.
