@@ -95,3 +95,20 @@ def test_list_help_and_offline_download(tmp_path, capsys, monkeypatch):
         assert stop.code == 0
     assert "KEY=VALUE" in capsys.readouterr().out
     assert torch.get_num_threads() == 1
+
+
+def test_pretrain_verb_runs_the_shipped_recipe_with_stages_overridden(tmp_path, capsys):
+    from structvbert_corpus import write_corpus
+
+    write_corpus(tmp_path)
+    stages = "[{name: text, text_only: true, tasks: [mlm], training: {max_steps: 2}}, {name: objects-4, max_objects: 4, tasks: [mlm, mrfr, mrc, itm, qa], training: {max_steps: 2}}]"
+    args = ["structvbert", "pretrain", "--recipe", "pretrain-progressive", "--no-progress",
+            f"corpus={tmp_path / 'pairs.json'}", f"features=[{tmp_path / 'features.tsv'}]",
+            f"feature_cache={tmp_path / 'cache'}", f"tokenizer={tmp_path}", "scratch_config=structvbert.test",
+            f"output_dir={tmp_path / 'pt'}", f"stages={stages}",
+            "training.per_device_batch_size=8", "training.precision=fp32", "training.save_every=0"]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "objects-4 itm_loss:" in out and "text mlm_loss:" in out
+    saved = json.loads((tmp_path / "pt" / "stages.json").read_text())
+    assert [s["stage"] for s in saved] == ["text", "objects-4"]

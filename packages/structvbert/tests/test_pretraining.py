@@ -7,36 +7,16 @@ import json
 import random
 
 import numpy as np
-from structvbert_testing import COLORS, TINY, random_image, tsv_row, write_tsv, write_vocab
+from structvbert_corpus import write_corpus
+from structvbert_testing import TINY
 
 from alicemind.structvbert.pretraining import run_pretraining
 from alicemind.structvbert.pretraining_data import box_iou, choose_regions, mask_words, word_spans
 
-SHAPES = ["cat", "dog"]
-
-
-def _corpus(folder):
-    rng = np.random.default_rng(0)
-    rows, pairs = [], []
-    for i in range(24):
-        color, shape = i % 3, (i // 3) % 2
-        noise, boxes, h, w = random_image(rng, 4 + i % 5)
-        # Regions of one image share a scene vector, so a masked region's features follow from the others.
-        feats = rng.standard_normal(16).astype(np.float32) + 0.2 * noise
-        feats[:, color] += 4.0
-        feats[:, 8 + shape] += 4.0
-        n = len(boxes)
-        rows.append(tsv_row(f"img{i}", feats, boxes, h, w, objects=np.full(n, shape), attrs=np.full(n, color)))
-        pairs.append({"img_id": f"img{i}", "sent": f"the picture shows a {COLORS[color]} {SHAPES[shape]}"})
-        pairs.append({"img_id": f"img{i}", "sent": "what is the color of it", "label": {COLORS[color]: 1.0}})
-    write_tsv(folder / "features.tsv", rows)
-    (folder / "pairs.json").write_text(json.dumps(pairs))
-    write_vocab(folder)
-
 
 def test_progressive_stages_each_lower_their_losses(tmp_path):
-    _corpus(tmp_path)
-    training = dict(per_device_batch_size=16, lr=2e-3, warmup_ratio=0.1, scheduler="linear", weight_decay=0.01,
+    write_corpus(tmp_path)
+    training = dict(num_epochs=1, per_device_batch_size=16, lr=2e-3, warmup_ratio=0.1, scheduler="linear", weight_decay=0.01,
                     adam_eps=1e-6, max_grad_norm=5.0, seed=8, precision="fp32", log_every=10, save_every=0,
                     progress_bar=False)  # fmt: skip
     tasks = ["mlm", "mrfr", "mrc", "itm", "qa"]

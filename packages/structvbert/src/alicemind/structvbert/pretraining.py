@@ -127,7 +127,11 @@ def run_pretraining(recipe: dict[str, Any], *, progress_bar: bool = True) -> Pre
     output_dir = Path(recipe.get("output_dir") or "runs/structvbert-pretrain")
     results = []
     for index, stage in enumerate(stages):
-        training = {"progress_bar": progress_bar, **base_training, **dict(stage.get("training") or {})}
+        own = dict(stage.get("training") or {})
+        base = dict(base_training)
+        if {"max_steps", "num_epochs"} & set(own):  # a stage's length replaces the base length, whichever it is
+            base.pop("max_steps", None), base.pop("num_epochs", None)
+        training = {"progress_bar": progress_bar, **base, **own}
         cfg = TrainingConfig.from_dict(training)
         cfg.output_dir = str(output_dir / f"stage-{stage['name']}")
         seed = cfg.seed + index
