@@ -48,6 +48,18 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", "shared/tests", *[f"packages/{p}/tests" for p in PACKAGES], *session.posargs)
 
 
+def _with_siblings(package: str) -> list[str]:
+    """``package`` and, first, the workspace packages its pyproject depends on (e.g. plug -> palm), recursively:
+    they are not on any registry, so the isolation venv installs their wheels too."""
+    import tomllib
+
+    deps = tomllib.loads((ROOT / "packages" / package / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = [re.match(r"alicemind-([a-z0-9_]+)", d) for d in deps]
+    siblings = [m.group(1) for m in names if m and m.group(1) in PACKAGES]
+    order = [s for sibling in siblings for s in _with_siblings(sibling)]
+    return list(dict.fromkeys([*order, package]))
+
+
 # Always a fresh venv: a reused one keeps an older wheel of the same version (pip sees it as satisfied).
 @nox.session(python="3.11", reuse_venv=False)
 @nox.parametrize("package", ["core", *PACKAGES])
@@ -57,7 +69,7 @@ def isolation(session: nox.Session, package: str) -> None:
     shutil.rmtree(dist, ignore_errors=True)
     _install_torch(session)
     session.install(*CONSTRAINTS, "build", "hatchling")
-    sources = [ROOT / "shared"] + ([] if package == "core" else [ROOT / "packages" / package])
+    sources = [ROOT / "shared"] + ([] if package == "core" else [ROOT / "packages" / p for p in _with_siblings(package)])
     for src in sources:
         session.run("python", "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist), str(src), silent=True)
     wheels = sorted(dist.glob("*.whl"))

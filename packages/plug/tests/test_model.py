@@ -167,3 +167,27 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
     assert "no mp_rank_XX_model_states.pt files" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
     assert main(["plug", "plan", "--gpus", "0", "--gpu-memory", "32"]) == 2
+
+
+def test_finetune_verb_trains_a_converted_model(converted, tmp_path, capsys):
+    from alicemind.core.cli import list_recipes, load_recipe
+
+    assert "finetune-dureader-robust" in list_recipes("plug")
+    assert load_recipe("plug", "finetune-dureader-robust")["training"]["lr"] == 1e-5
+    pairs = ["一丁\t一丁", "七万\t七万"]
+    (tmp_path / "train.tsv").write_text("\n".join(pairs * 2) + "\n", encoding="utf-8")
+    (tmp_path / "dev.tsv").write_text("\n".join(pairs) + "\n", encoding="utf-8")
+    out = tmp_path / "run"
+    args = ["plug", "finetune", "--recipe", "finetune-dureader-robust", f"model={converted}",
+            f"data.train={tmp_path / 'train.tsv'}", f"data.valid={tmp_path / 'dev.tsv'}", "data.max_target_length=6",
+            "training.num_epochs=null", "+training.max_steps=2", "training.per_device_batch_size=2",
+            "+training.progress_bar=false", "training.precision=fp32", "+training.device=cpu",
+            f"training.output_dir={out}", "generation.num_beams=1", "generation.max_new_tokens=4",
+            "generation.min_length=0"]  # fmt: skip
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["train_loss"] > 0 and set(result["metrics"]) >= {"bleu-1", "bleu-4", "rouge-l"}
+    trained = PlugForConditionalGeneration.from_pretrained(out / "final")
+    assert trained.config.model_type == "plug" and trained.config.num_hidden_layers == 2
+    before = PlugForConditionalGeneration.from_pretrained(converted)
+    assert not torch.equal(trained.decoder.layers[0].ffn.fc_in.weight, before.decoder.layers[0].ffn.fc_in.weight)

@@ -152,9 +152,11 @@ def _pairs(data: dict[str, Any], split: str, limit: int | None) -> list[tuple[st
     return [(r["source"], r["target"]) for _, r in rows][:limit]
 
 
-def finetune(recipe: dict[str, Any]) -> dict[str, Any]:
+def finetune(recipe: dict[str, Any], *, load=None) -> dict[str, Any]:
     """Fine-tune on ``data.train``; evaluate generation on ``data.valid`` (if given); save to the output folder.
 
+    ``load(model, tokenizer, **config)`` returns ``(model, tokenizer, folder)``; default
+    :func:`load_model_and_tokenizer` (a family built on PALM, e.g. PLUG, passes its own loader).
     Returns ``{"output_dir", "train_loss", "metrics"}``.
     """
     from alicemind.palm.pretraining import run_identity
@@ -162,7 +164,8 @@ def finetune(recipe: dict[str, Any]) -> dict[str, Any]:
     data, training = _data_files(recipe), dict(recipe["training"])
     if not data.get("train"):
         raise FileNotFoundError("the recipe has no training data: set data.train=PATH (and data.valid=PATH)")
-    model, tokenizer, _ = load_model_and_tokenizer(recipe["model"], recipe.get("tokenizer"), **recipe.get("config", {}))
+    load = load or load_model_and_tokenizer
+    model, tokenizer, _ = load(recipe["model"], recipe.get("tokenizer"), **recipe.get("config", {}))
     limit = data.get("limit")
     features = encode_pairs(
         tokenizer,

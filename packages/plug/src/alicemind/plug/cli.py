@@ -1,4 +1,4 @@
-"""``alicemind plug VERB``: convert, download, plan, generate."""
+"""``alicemind plug VERB``: convert, download, plan, generate, finetune."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from alicemind.core.checkpoint import CheckpointError
-from alicemind.core.cli import CliError
+from alicemind.core.cli import CliError, add_recipe_arguments, add_run_arguments, run_recipe_from_args
 from alicemind.core.cli.checkpoints import add_download_arguments, fetch_released
 
 DTYPES = ("float32", "float16", "bfloat16")
@@ -115,9 +115,27 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_plug(spec, tokenizer=None, **overrides):
+    from alicemind.plug.model import PlugForConditionalGeneration
+    from alicemind.plug.tokenization import PlugTokenizer
+
+    model = PlugForConditionalGeneration.from_pretrained(spec, **overrides)
+    return model, PlugTokenizer.from_pretrained(tokenizer or spec), Path(spec)
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    from alicemind.palm.runner import finetune
+
+    recipe = run_recipe_from_args("plug", args)
+    if not recipe.get("model"):
+        raise CliError("set model=FOLDER (a converted PLUG model)", prog="alicemind plug finetune")
+    print(json.dumps(finetune(recipe, load=_load_plug), indent=1))
+    return 0
+
+
 def register(subparsers) -> None:
     """Add ``plug`` and its verbs to the ``alicemind`` command."""
-    parser = subparsers.add_parser("plug", help="PLUG 27B: convert the Megatron release, plan memory, generate")
+    parser = subparsers.add_parser("plug", help="PLUG 27B: convert the Megatron release, plan memory, generate, fine-tune")
     verbs = parser.add_subparsers(title="verbs", dest="verb", metavar="VERB", required=True)
 
     p = verbs.add_parser("convert", help="merge the released mp_rank_XX_model_states.pt shards into sharded safetensors")
@@ -174,3 +192,8 @@ def register(subparsers) -> None:
                    help="the original's text handling: quote rewriting, [SEP] only after 80%% of the length, "
                    "[UNK] runs as one “, no spaces")  # fmt: skip
     p.set_defaults(func=_generate, sample=True)
+
+    p = verbs.add_parser("finetune", help="fine-tune on source<TAB>target pairs (one process / DDP), then evaluate")
+    add_recipe_arguments(p, example="finetune-dureader-robust")
+    add_run_arguments(p)
+    p.set_defaults(func=_finetune)
