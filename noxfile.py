@@ -69,7 +69,9 @@ def isolation(session: nox.Session, package: str) -> None:
     shutil.rmtree(dist, ignore_errors=True)
     _install_torch(session)
     session.install(*CONSTRAINTS, "build", "hatchling")
-    sources = [ROOT / "shared"] + ([] if package == "core" else [ROOT / "packages" / p for p in _with_siblings(package)])
+    sources = [ROOT / "shared"] + (
+        [] if package == "core" else [ROOT / "packages" / p for p in _with_siblings(package)]
+    )
     for src in sources:
         session.run("python", "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist), str(src), silent=True)
     wheels = sorted(dist.glob("*.whl"))

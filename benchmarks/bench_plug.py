@@ -57,8 +57,9 @@ def worker(folder: str, out: str) -> None:
 
 
 def main() -> None:
-    from alicemind.plug import PlugConfig, PlugForConditionalGeneration
     from plug_testing import released_state_dict, write_release
+
+    from alicemind.plug import PlugConfig, PlugForConditionalGeneration
 
     torch.set_num_threads(1)
     results: dict = {"machine": f"{platform.machine()} {os.cpu_count()} cores (shared, loaded)",

@@ -37,14 +37,18 @@ def batch(rows: int = 4, seed: int = 1):
 
 
 def build_parallel(folder: Path, mesh, **kw) -> PlugForConditionalGeneration:
-    config = PlugConfig.from_json_file(folder / "config.json", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    config = PlugConfig.from_json_file(
+        folder / "config.json", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
+    )
     with torch.device("meta"):
         model = PlugForConditionalGeneration(config)
     return parallelize_plug(model, mesh, weights=folder, **kw)
 
 
 def reference(folder: Path) -> PlugForConditionalGeneration:
-    return PlugForConditionalGeneration.from_pretrained(folder, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    return PlugForConditionalGeneration.from_pretrained(
+        folder, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
+    )
 
 
 def step(model, optim, ids, mask, labels) -> float:

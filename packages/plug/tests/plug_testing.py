@@ -70,6 +70,7 @@ def released_state_dict(c: PlugConfig, seed: int = 0, dtype=torch.float32) -> di
 def megatron_slice(key: str, tensor: torch.Tensor, rank: int, degree: int) -> torch.Tensor:
     """Rank ``rank``'s slice as Megatron's mpu layers hold it (written out per kind, independently of the
     library's rule table): fused QKV keeps [q_r; k_r; v_r], the cross key_value [k_r; v_r]."""
+
     def rows(t):
         return t.chunk(degree, dim=0)[rank]
 

@@ -10,12 +10,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from plug_testing import megatron_slice, released_state_dict, tiny_config, write_release, write_shard
 
 from alicemind.core.checkpoint import CheckpointError, UnsafeCheckpointError
 from alicemind.palm.convert import SOFA_DROPS, SOFA_RULES, map_keys
-from alicemind.plug import PlugConfig, PlugForConditionalGeneration, convert_megatron, merge_state_dicts, split_state_dict
+from alicemind.plug import (
+    PlugConfig,
+    PlugForConditionalGeneration,
+    convert_megatron,
+    merge_state_dicts,
+    split_state_dict,
+)
 from alicemind.plug.convert import INDEX_NAME, _open_shards, find_shard_files
-from plug_testing import megatron_slice, released_state_dict, tiny_config, write_release, write_shard
 
 
 @pytest.fixture(scope="module")

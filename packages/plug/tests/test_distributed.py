@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from plug_testing import tiny_config
 
 from alicemind.plug import PlugForConditionalGeneration
-from plug_testing import tiny_config
 
 WORKER = Path(__file__).with_name("plug_dist_worker.py")
 

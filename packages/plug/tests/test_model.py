@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from plug_testing import released_state_dict, tiny_config, write_release
 
 import alicemind.plug.model as plug_model
 from alicemind.core.cli import main
@@ -24,7 +25,6 @@ from alicemind.plug import (
 from alicemind.plug.generation import generate_long, render, slide_context
 from alicemind.plug.plan import count_parameters
 from alicemind.plug.tokenization import original_detokenize, original_prompt
-from plug_testing import released_state_dict, tiny_config, write_release
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,7 @@ def test_sliding_window_and_original_text_rules():
     # The generated ids start AT the first [SEP] (overwriting it), then a new [SEP]; the last max_length are kept.
     assert slide_context([101, 5, 6, 102, 0, 0], [7, 8], sep_id=102) == [101, 5, 6, 7, 8, 102]
     assert slide_context([101, 5, 6, 102], [7, 8, 9], sep_id=102, max_length=4) == [6, 7, 8, 9, 102][-4:]
-    assert original_prompt("“引号”‘a’——b") == '"引号”\'a’--b'
+    assert original_prompt("“引号”‘a’——b") == "\"引号”'a’--b"
     assert original_detokenize(["我", "[UNK]", "[UNK]", "##们", "好"]) == "我“们好"
 
 
@@ -116,7 +116,9 @@ def test_windowed_generation_restarts_the_decoder(converted):
     prompt = [101, 110, 111, 112, 102]
     long = generate_long(model, prompt, config, total_tokens=6, window=3)
     assert len(long) == 6
-    first = generate(model, torch.tensor([prompt]), None, GenerationConfig.from_dict({**config_values, "max_new_tokens": 3}))
+    first = generate(
+        model, torch.tensor([prompt]), None, GenerationConfig.from_dict({**config_values, "max_new_tokens": 3})
+    )
     assert long[:3] == first.sequences[0, 1:4].tolist()
     context = torch.tensor([slide_context(prompt, long[:3], 102)])
     second = generate(model, context, None, GenerationConfig.from_dict({**config_values, "max_new_tokens": 3}))

@@ -60,7 +60,11 @@ def _plan(args: argparse.Namespace) -> int:
     prog = "alicemind plug plan"
     if args.gpus < 1 or args.gpu_memory <= 0:
         raise CliError("--gpus must be >= 1 and --gpu-memory > 0", prog=prog)
-    config = PlugConfig.from_json_file(Path(args.model) / "config.json") if args.model else PlugConfig.from_preset(args.preset)
+    config = (
+        PlugConfig.from_json_file(Path(args.model) / "config.json")
+        if args.model
+        else PlugConfig.from_preset(args.preset)
+    )
     plans = memory_plan(config, args.gpus, args.gpu_memory, batch_size=args.batch_size,
                         source_length=args.source_length, target_length=args.target_length, num_beams=args.num_beams,
                         activation_checkpointing=not args.no_activation_checkpointing)  # fmt: skip
@@ -86,7 +90,9 @@ def _generate(args: argparse.Namespace) -> int:
     if not sources:
         raise CliError(f"{path} is empty: expected one prompt per line", prog=prog)
     if not (Path(args.model) / "config.json").is_file():
-        raise CliError(f"{args.model} is not a PLUG model folder (no config.json); convert the release first", prog=prog)
+        raise CliError(
+            f"{args.model} is not a PLUG model folder (no config.json); convert the release first", prog=prog
+        )
     model = load_for_generation(args.model, encoder_final_norm_twice=not args.single_final_norm)
     tokenizer = PlugTokenizer.from_pretrained(args.tokenizer or args.model)
     values = {**model.generation_defaults(), "do_sample": args.sample, "num_beams": args.num_beams,
@@ -98,7 +104,9 @@ def _generate(args: argparse.Namespace) -> int:
     generator = torch.Generator().manual_seed(args.seed)  # the same seed on every rank: the same tokens
     outputs = []
     for text in sources:
-        ids = tokenizer(prepare_prompt(text, original=args.original), truncation=True, max_length=args.max_source_length)
+        ids = tokenizer(
+            prepare_prompt(text, original=args.original), truncation=True, max_length=args.max_source_length
+        )
         ids = ids["input_ids"]
         window = args.window if args.sliding_window else args.max_new_tokens
         new = generate_long(model, ids, config, total_tokens=args.max_new_tokens, window=window,
@@ -135,10 +143,14 @@ def _finetune(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     """Add ``plug`` and its verbs to the ``alicemind`` command."""
-    parser = subparsers.add_parser("plug", help="PLUG 27B: convert the Megatron release, plan memory, generate, fine-tune")
+    parser = subparsers.add_parser(
+        "plug", help="PLUG 27B: convert the Megatron release, plan memory, generate, fine-tune"
+    )
     verbs = parser.add_subparsers(title="verbs", dest="verb", metavar="VERB", required=True)
 
-    p = verbs.add_parser("convert", help="merge the released mp_rank_XX_model_states.pt shards into sharded safetensors")
+    p = verbs.add_parser(
+        "convert", help="merge the released mp_rank_XX_model_states.pt shards into sharded safetensors"
+    )
     p.add_argument("src", help="plug_model/ (with config.json, vocab.txt, 28000/) or the iteration folder itself")
     p.add_argument("dst", help="output folder: config.json, model-*.safetensors, index, vocab.txt")
     p.add_argument("--max-shard-gb", type=float, default=2.0, help="largest output file (default 2 GiB)")
@@ -183,10 +195,16 @@ def register(subparsers) -> None:
     p.add_argument("--top-k", type=int, default=20)
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=1234)
-    p.add_argument("--single-final-norm", action="store_true",
-                   help="apply the encoder's final LayerNorm once (the original applies it twice at inference)")
-    p.add_argument("--sliding-window", action="store_true",
-                   help="the original's restart every --window tokens on the prompt plus the generated text")
+    p.add_argument(
+        "--single-final-norm",
+        action="store_true",
+        help="apply the encoder's final LayerNorm once (the original applies it twice at inference)",
+    )
+    p.add_argument(
+        "--sliding-window",
+        action="store_true",
+        help="the original's restart every --window tokens on the prompt plus the generated text",
+    )
     p.add_argument("--window", type=int, default=128)
     p.add_argument("--original", action="store_true",
                    help="the original's text handling: quote rewriting, [SEP] only after 80%% of the length, "
