@@ -78,3 +78,11 @@ def test_help_explains_every_verb(capsys):
     out = capsys.readouterr().out
     for verb in ("convert", "download", "build-corpus", "pretrain", "finetune", "evaluate", "predict", "reproduce"):
         assert verb in out
+
+
+def test_alicemind_list_shows_recipes_and_checkpoints(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    block = out[out.index("sdcup") :].split("\n\n")[0]
+    assert "cbank" in block and "wikisql" in block and "pretrain" in block
+    assert "sdcup.ch.base" in block and "sdcup.ch.large" in block

@@ -43,8 +43,10 @@ def test_evaluate_verb_reports_every_accuracy(finetuned, tmp_path, capsys):
     result, paths = finetuned
     out = tmp_path / "eval.json"
     rc = main(["sdcup", "evaluate", "--model", str(result.model_dir), str(paths["dev_file"]), str(paths["tables"]),
-               "--eg", "--output", str(out)])  # fmt: skip
+               "--eg", "--output", str(out), "--database", str(tmp_path / "tables.db")])  # fmt: skip
     assert rc == 0
+    with sqlite3.connect(tmp_path / "tables.db") as check:  # the three generated tables, loaded into the file
+        assert check.execute("SELECT COUNT(*) FROM alicemind_tables").fetchone() == (3,)
     metrics = json.loads(capsys.readouterr().out)
     assert set(metrics) >= {"lf_acc", "sql_acc", "ex_acc", "sel_acc", "agg_acc", "wc_acc", "wo_acc", "wv_acc"}
     assert metrics["ex_acc"] >= 0.9

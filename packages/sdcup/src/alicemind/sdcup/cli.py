@@ -112,7 +112,8 @@ def _evaluate(args) -> int:
         raise CliError(f"{args.data}: every question needs its gold sql to be evaluated", prog=prog)
     synonyms = read_value_names(args.value_names) if args.value_names else None
     report = evaluate_model(model, load_tokenizer(args.tokenizer or args.model), examples,
-                            model.config.max_seq_length, execution_guided=args.eg, synonyms=synonyms)  # fmt: skip
+                            model.config.max_seq_length, execution_guided=args.eg, synonyms=synonyms,
+                            database=args.database)  # fmt: skip
     metrics = report.metrics()
     print(json.dumps(metrics, indent=1))
     if args.output:
@@ -212,6 +213,7 @@ def register(subparsers) -> None:
             verb.add_argument("data", help="JSON lines of questions with gold sql")
             verb.add_argument("tables", help="JSON lines of tables")
             verb.add_argument("--value-names", help="synonyms table for sql_acc (cbank_value_name.csv)")
+            verb.add_argument("--database", help="load the tables into this SQLite file (default: in memory)")
             verb.add_argument("--output", help="write metrics and per-example details (SQL, rows) to this JSON")
         else:
             verb.add_argument("question", help="the question")

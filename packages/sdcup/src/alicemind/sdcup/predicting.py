@@ -34,9 +34,11 @@ def predict_queries(model, tokenizer: SdcupTokenizer, examples: Sequence[TableQu
 
 
 def evaluate_model(model, tokenizer, examples: Sequence[TableQuestion], max_seq_length: int, *,
-                   execution_guided: bool = False, synonyms=None) -> EvaluationReport:  # fmt: skip
-    """Predict every example and score it (logical form, sql_acc, execution on an in-memory SQLite)."""
-    db = TableDatabase()
+                   execution_guided: bool = False, synonyms=None, database: str | Path | None = None
+                   ) -> EvaluationReport:  # fmt: skip
+    """Predict every example and score it (logical form, sql_acc, execution on SQLite: in memory, or the file
+    ``database``)."""
+    db = TableDatabase(database or ":memory:")
     preds = predict_queries(model, tokenizer, examples, max_seq_length, database=db if execution_guided else None)
     return evaluate_predictions(preds, [ex.sql for ex in examples], [ex.table for ex in examples], database=db,
                                 synonyms=synonyms)  # fmt: skip
