@@ -128,3 +128,21 @@ def test_model_refuses_out_of_range_boxes_before_any_lookup():
         model(ids, bbox=torch.zeros(1, 3, 4, dtype=torch.long), pos_bbox=torch.tensor([[0, 21, 0]]))
     with pytest.raises(ValueError, match="needs bbox"):
         model(ids)
+
+
+def test_the_original_processed_funsd_files(tmp_path):
+    (tmp_path / "test.txt").write_text("-DOCSTART- a.png\nname\tB-QUESTION\nof\tI-QUESTION\nx\tB-ANSWER\n\ndate\tO\n")
+    (tmp_path / "test_box.txt").write_text(
+        '-DOCSTART- a.png\nname\t"10 20 30 40"\t1\nof\t"10 20 30 40"\t1\nx\t50 20 90 40\t2\n\ndate\t1 2 3 4\t1\n'
+    )
+    docs = read_documents(tmp_path / "test.txt")
+    assert [d.words for d in docs] == [["name", "of", "x"], ["date"]]
+    assert docs[0].labels == ["B-QUESTION", "I-QUESTION", "B-ANSWER"]
+    assert docs[0].boxes == [(10, 20, 30, 40), (10, 20, 30, 40), (50, 20, 90, 40)] and docs[0].cells == [0, 0, 1]
+    (tmp_path / "test.txt").write_text("name\tO\n")
+    (tmp_path / "test_box.txt").write_text("name\t10 20\n")
+    with pytest.raises(DocumentError, match="must be 4 numbers"):
+        read_documents(tmp_path / "test.txt")
+    (tmp_path / "test.txt").write_text("name\tO\nof\tO\n")
+    with pytest.raises(DocumentError, match="differ in length"):
+        read_documents(tmp_path / "test.txt")

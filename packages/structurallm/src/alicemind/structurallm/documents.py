@@ -10,6 +10,7 @@ overshoot by a pixel), an empty document.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Sequence
@@ -185,9 +186,53 @@ def read_documents_jsonl(path: str | Path, *, clamp: bool = False) -> list[Docum
     return out
 
 
-def read_documents(path: str | Path, **kwargs: Any) -> list[Document]:
-    """A JSONL file, a FUNSD annotation, or a folder of FUNSD annotations (``*.json``, sorted)."""
+def read_funsd_txt(path: str | Path) -> list[Document]:
+    """The original's processed FUNSD files (``funsd_dataset_structurallm/``): ``{split}.txt`` with ``word<TAB>LABEL``
+    lines and ``{split}_box.txt`` with ``word<TAB>x0 y0 x1 y1<TAB>pos_bbox`` lines (boxes already 0-1000, quotes
+    allowed), a blank line between documents, ``-DOCSTART-`` lines skipped. The third column is read as the cell id
+    (**unverified**: its meaning is undocumented; consecutive words of one cell share it)."""
     path = Path(path)
+    box_path = path.with_name(f"{path.stem}_box.txt")
+    if not box_path.is_file():
+        raise DocumentError(f"{path}: no {box_path.name} beside it (the boxes of the processed FUNSD files)")
+    docs: list[Document] = []
+    rows: list[tuple[str, str, list[int], int]] = []
+
+    def flush() -> None:
+        if rows:
+            words, labels, boxes, cells = zip(*rows)
+            docs.append(make_document(list(words), list(boxes), cells=list(cells), labels=list(labels),
+                                      doc_id=f"{path.stem}:{len(docs)}"))  # fmt: skip
+            rows.clear()
+
+    with path.open(encoding="utf-8") as text, box_path.open(encoding="utf-8") as boxes:
+        for number, (line, box_line) in enumerate(itertools.zip_longest(text, boxes), start=1):
+            if line is None or box_line is None:
+                raise DocumentError(f"{path} and {box_path.name} differ in length (line {number})")
+            if not line.strip() or line.startswith("-DOCSTART-"):
+                flush()
+                continue
+            parts, box_parts = line.rstrip("\n").split("\t"), box_line.rstrip("\n").split("\t")
+            try:
+                coords = [int(v) for v in box_parts[1].strip('"').split()]
+                cell = int(box_parts[2]) if len(box_parts) > 2 else len(rows)
+            except (IndexError, ValueError):
+                raise DocumentError(f"{box_path}:{number}: expected word<TAB>x0 y0 x1 y1<TAB>pos_bbox") from None
+            if len(parts) < 2 or parts[0] != box_parts[0]:
+                raise DocumentError(f"{path}:{number}: word<TAB>LABEL line not aligned with {box_path.name}")
+            rows.append((parts[0], parts[-1], coords, cell))
+    flush()
+    if not docs:
+        raise DocumentError(f"{path}: no documents")
+    return docs
+
+
+def read_documents(path: str | Path, **kwargs: Any) -> list[Document]:
+    """A JSONL file, a FUNSD annotation, a folder of FUNSD annotations (``*.json``, sorted), or the original's
+    processed ``{split}.txt`` + ``{split}_box.txt``."""
+    path = Path(path)
+    if path.suffix == ".txt":
+        return read_funsd_txt(path)
     if path.is_dir():
         files = sorted(path.glob("*.json"))
         if not files:

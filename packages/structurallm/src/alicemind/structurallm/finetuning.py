@@ -1,7 +1,8 @@
 """Fine-tuning and evaluation on core's Trainer: FUNSD, DocVQA, RVL-CDIP (see :mod:`~alicemind.structurallm.tasks`).
 
 Data: ``data_dir`` holds each split as ``{split}.jsonl`` (the generic document JSONL), a folder ``{split}/`` of
-FUNSD annotations, or FUNSD's own layout (``training_data/annotations``, ``testing_data/annotations``).
+FUNSD annotations, FUNSD's own layout (``training_data/annotations``, ``testing_data/annotations``), or the original's
+processed ``{split}.txt`` + ``{split}_box.txt``.
 """
 
 from __future__ import annotations
@@ -46,11 +47,13 @@ class FinetuneResult:
 def split_path(data_dir: str | Path, split: str) -> Path:
     """Where a split lives in ``data_dir`` (module doc)."""
     data_dir = Path(data_dir)
-    for candidate in (data_dir / f"{split}.jsonl", data_dir / split,
+    for candidate in (data_dir / f"{split}.jsonl", data_dir / split, data_dir / f"{split}.txt",
                       data_dir / FUNSD_FOLDERS.get(split, split) / "annotations"):  # fmt: skip
         if candidate.exists():
             return candidate
-    raise CliError(f"{data_dir}: no {split}.jsonl, {split}/ or FUNSD {FUNSD_FOLDERS.get(split, split)}/annotations")
+    raise CliError(
+        f"{data_dir}: no {split}.jsonl, {split}/, {split}.txt or FUNSD {FUNSD_FOLDERS.get(split, split)}/annotations"
+    )
 
 
 def load_split(data_dir: str | Path, split: str, *, clamp: bool = True) -> tuple[Path, list[Document]]:

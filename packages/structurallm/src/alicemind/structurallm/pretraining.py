@@ -61,7 +61,9 @@ def mask_window(window: dict[str, Any], tokenizer, data: PretrainingDataConfig, 
         if draw < 0.8:
             ids[i] = tokenizer.mask_token_id
         elif draw < 0.9:
-            ids[i] = rng.choice([t for t in range(tokenizer.vocab_size) if t not in special][:50000])
+            ids[i] = rng.randrange(tokenizer.vocab_size)
+            while ids[i] in special:  # a random real token; specials are a handful, so this ends at once
+                ids[i] = rng.randrange(tokenizer.vocab_size)
     cells = sorted({window["cells"][i] for i in words})
     chosen = set(rng.sample(cells, max(1, round(len(cells) * data.cpc_prob))))
     cpc = [-100] * len(ids)
