@@ -117,3 +117,24 @@ def test_hidden_states_agree_with_transformers_layoutlm():
     diff = (ours.last_hidden_state[real] - theirs.last_hidden_state[real]).abs().max().item()
     assert diff < 1e-5
     assert (ours.pooler_output - theirs.pooler_output).abs().max().item() < 1e-5
+
+
+def test_a_release_without_the_bbox_table(tmp_path, caplog):
+    cfg = StructuralLMConfig.from_preset("structurallm.test")
+    tf = released_variables(cfg)
+    del tf["bert/embeddings/bbox_embeddings"]
+    save_tf_checkpoint(tmp_path / "model.ckpt-160000", tf)
+    sizes = dict(
+        vocab_size=300,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=66,
+        bbox_vocab_size=21,
+    )  # the test preset's, over the released preset
+    model = StructuralLMModel.from_pretrained(tmp_path, **sizes)
+    assert model.config.use_bbox_pos is False and model.embeddings.bbox_embeddings is None
+    tagger = StructuralLMForTokenClassification.from_pretrained(tmp_path, config=cfg)  # asked for: starts fresh
+    assert tagger.config.use_bbox_pos and tagger.bert.embeddings.bbox_embeddings.weight.shape == (21, 32)
+    assert "starts from random weights" in caplog.text

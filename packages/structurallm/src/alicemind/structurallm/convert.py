@@ -30,6 +30,7 @@ from alicemind.structurallm.config import StructuralLMConfig
 logger = logging.getLogger(__name__)
 
 RELEASED_PRESET = "structurallm.en.large"
+BBOX_TABLE = "bert/embeddings/bbox_embeddings"
 SKIP_RULES = [
     (r"/(adam_m|adam_v|Adam|Adam_1|Momentum)$", "optimizer slot"),
     (r"^(global_step|beta1_power|beta2_power|loss_scale|good_steps|current_loss_scale)$", "training counter"),
@@ -133,9 +134,15 @@ def _expected_shapes(model_class, config: StructuralLMConfig) -> dict[str, tuple
 
 
 def convert_tf_variables(
-    tensors: dict[str, np.ndarray], model_class, config: StructuralLMConfig, *, source: str = "checkpoint"
+    tensors: dict[str, np.ndarray],
+    model_class,
+    config: StructuralLMConfig,
+    *,
+    source: str = "checkpoint",
+    optional: tuple[str, ...] = (),
 ) -> dict[str, torch.Tensor]:
-    """TF variables -> our state dict for ``model_class``, every variable accounted for (see module doc)."""
+    """TF variables -> our state dict for ``model_class``, every variable accounted for (see module doc); the TF
+    names in ``optional`` may be absent (their weights start fresh)."""
     head_kind = model_class.head_kind
     prefix = "" if head_kind == "model" else "bert."  # the encoder sits under "bert." in head models
     expected = _expected_shapes(model_class, config)
@@ -166,7 +173,8 @@ def convert_tf_variables(
                 f"{source}: variable {name!r} has shape {tuple(array.shape)}, expected {want} for this config"
             )
         state[key] = value
-    backbone = [tf for tf, (key, _) in mapping.items() if key not in state and tf not in TF_HEADS[head_kind]]
+    backbone = [tf for tf, (key, _) in mapping.items()
+                if key not in state and tf not in TF_HEADS[head_kind] and tf not in optional]  # fmt: skip
     if backbone:
         more = f" (and {len(backbone) - 1} more)" if len(backbone) > 1 else ""
         raise CheckpointError(f"{source}: missing variable {backbone[0]!r}{more}")
@@ -217,8 +225,21 @@ def read_structurallm_checkpoint(model_class, path: Path, **config_overrides: An
         config = config_from_release(release_config, **config_overrides)
     else:
         config = StructuralLMConfig.from_preset(RELEASED_PRESET, **config_overrides)
-    state = convert_tf_variables(load_tf_checkpoint(prefix), model_class, config, source=str(prefix))
-    return LoadedCheckpoint(config, state, "structurallm-tf1")
+    tensors = load_tf_checkpoint(prefix)
+    fresh: tuple[str, ...] = ()
+    if config.use_bbox_pos and BBOX_TABLE not in tensors:
+        # The pre-trained release may lack the table (reference 2.4, unverified); the original's fine-tuning then
+        # starts it at random. We do that only when asked for (use_bbox_pos=True); otherwise the table is off.
+        if config_given is not None or config_overrides.get("use_bbox_pos"):
+            fresh = (r"^(bert\.)?embeddings\.bbox_embeddings\.",)
+            logger.warning("%s has no %s: it starts from random weights (use_bbox_pos=True)", prefix, BBOX_TABLE)
+        else:
+            config.use_bbox_pos = False
+            logger.info("%s has no %s: loaded with use_bbox_pos=False", prefix, BBOX_TABLE)
+    state = convert_tf_variables(
+        tensors, model_class, config, source=str(prefix), optional=(BBOX_TABLE,) if fresh else ()
+    )
+    return LoadedCheckpoint(config, state, "structurallm-tf1", ignore_missing=fresh)
 
 
 # Our encoder module names -> LayoutLM's (its encoder and pooler are BERT's).
