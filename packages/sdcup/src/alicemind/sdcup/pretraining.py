@@ -22,7 +22,7 @@ import torch
 from alicemind.sdcup.config import DEPENDENCY_LABELS
 from alicemind.sdcup.curriculum import difficulty
 from alicemind.sdcup.sql import ORDER_OPS
-from alicemind.sdcup.table import _AGGREGATE, _COMPARE, _SUPERLATIVE, TableQuestion, find_token_spans
+from alicemind.sdcup.table import AGGREGATE_CUES, COMPARE_CUES, SUPERLATIVE_CUES, TableQuestion, find_token_spans
 from alicemind.sdcup.tokenization import SdcupTokenizer, SerializedInput, collate_serialized
 
 LABEL_ID = {name: i for i, name in enumerate(DEPENDENCY_LABELS)}
@@ -55,11 +55,11 @@ def derive_dependencies(example: TableQuestion, tokens: Sequence[str]) -> tuple[
         mark(values, c, "sort_value" if order else "val")
         mark(spans_of([table.header[c]]), c, "sort_col" if order else "wcol")
         if order or o != 2:  # equality has no cue word
-            mark(nearest(_SUPERLATIVE if order else _COMPARE, values), c, "sort_op" if order else "op")
+            mark(nearest(SUPERLATIVE_CUES if order else COMPARE_CUES, values), c, "sort_op" if order else "op")
     for s, a in zip(sql.sel, sql.agg, strict=True):
         mark(spans_of([table.header[s]]), s, "scol")
         if a:
-            mark(spans_of(_AGGREGATE), s, "agg")
+            mark(spans_of(AGGREGATE_CUES), s, "agg")
     return heads, labels
 
 

@@ -20,10 +20,23 @@ QUESTION_CODES = {"none": 0, "value_begin": 1, "value_inside": 2, "value_end": 3
                   "compare": 7, "superlative": 11, "aggregate": 15}  # fmt: skip
 HEADER_CODES = {"none": 0, "named": 1, "value_mentioned": 3}
 # Cue words for the question features (Chinese as in CBANK, English as in WikiSQL).
-_COMPARE = ("大于", "小于", "高于", "低于", "超过", "少于", "多于", "不到", "不是", "more than", "less than",
+COMPARE_CUES = ("大于", "小于", "高于", "低于", "超过", "少于", "多于", "不到", "不是", "more than", "less than",
             "greater", "fewer", "larger", "smaller", "above", "below", "over", "under")  # fmt: skip
-_SUPERLATIVE = ("最", "前", "top", "most", "least", "highest", "lowest", "first")
-_AGGREGATE = ("多少个", "几个", "几种", "哪几", "平均", "总共", "一共", "how many", "average", "total", "sum", "count")
+SUPERLATIVE_CUES = ("最", "前", "top", "most", "least", "highest", "lowest", "first")
+AGGREGATE_CUES = (
+    "多少个",
+    "几个",
+    "几种",
+    "哪几",
+    "平均",
+    "总共",
+    "一共",
+    "how many",
+    "average",
+    "total",
+    "sum",
+    "count",
+)
 _NUMBER = re.compile(r"^\d+(\.\d+)?$")
 
 
@@ -164,7 +177,7 @@ def question_knowledge(tokens: Sequence[str], table: Table) -> list[int]:
         _mark(codes, find_token_spans(tokens, value), 0, bio=True)
     for name in sorted(table.header, key=len, reverse=True):
         _mark(codes, find_token_spans(tokens, name), QUESTION_CODES["column"])
-    for cues, code in ((_COMPARE, "compare"), (_SUPERLATIVE, "superlative"), (_AGGREGATE, "aggregate")):
+    for cues, code in ((COMPARE_CUES, "compare"), (SUPERLATIVE_CUES, "superlative"), (AGGREGATE_CUES, "aggregate")):
         for cue in cues:
             _mark(codes, find_token_spans(tokens, cue), QUESTION_CODES[code])
     for k, tok in enumerate(tokens):
