@@ -1,13 +1,14 @@
-"""``alicemind mplug ...``: convert, download, caption, ask."""
+"""``alicemind mplug ...``: convert, download, pretrain, finetune, evaluate, caption, ask."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from pathlib import Path
 
 from alicemind.core.checkpoint import CheckpointError
-from alicemind.core.cli import CliError
+from alicemind.core.cli import CliError, add_recipe_arguments, add_run_arguments, recipe_from_args, run_recipe_from_args
 from alicemind.core.cli.checkpoints import add_download_arguments, fetch_released
 
 TASK_CLASSES = {
@@ -25,13 +26,17 @@ def _task_class(task: str):
     return getattr(mp, TASK_CLASSES[task])
 
 
-def _convert_to(src: Path, dst: Path, task: str, overwrite: bool, prog: str, image_size: int | None = None) -> None:
+def _convert_to(
+    src: Path, dst: Path, task: str, overwrite: bool, prog: str, image_size: int | None = None, sets=None
+) -> None:
     from alicemind.core.io import check_replaceable
 
     if not src.exists():
         raise CliError(f"no checkpoint at {src}", prog=prog)
     check_replaceable(dst, overwrite=overwrite)
-    overrides = {"image_size": image_size} if image_size else {}
+    overrides = dict(sets or {})
+    if image_size:
+        overrides["image_size"] = image_size
     try:
         model = _task_class(task).from_pretrained(src, **overrides)
     except (CheckpointError, ValueError) as err:
@@ -41,7 +46,16 @@ def _convert_to(src: Path, dst: Path, task: str, overwrite: bool, prog: str, ima
 
 
 def _convert(args: argparse.Namespace) -> int:
-    _convert_to(Path(args.src), Path(args.dst), args.task, args.overwrite, "alicemind mplug convert", args.image_size)
+    from alicemind.core.cli import parse_value
+
+    sets = {}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise CliError(f"--set takes KEY=VALUE, got {item!r}", prog="alicemind mplug convert")
+        sets[key] = parse_value(value)
+    prog = "alicemind mplug convert"
+    _convert_to(Path(args.src), Path(args.dst), args.task, args.overwrite, prog, args.image_size, sets)
     return 0
 
 
@@ -97,11 +111,29 @@ def _ask(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from alicemind.mplug.runner import run_train
+
+    result = run_train(run_recipe_from_args("mplug", args), progress_bar=not args.no_progress)
+    print(f"trained -> {result['model_dir']}")
+    if "metrics" in result:
+        print(json.dumps({k: v for k, v in result["metrics"].items() if not isinstance(v, list)}, indent=1))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from alicemind.mplug.runner import run_evaluate
+
+    metrics = run_evaluate(recipe_from_args("mplug", args))
+    print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, list)}, indent=1))
+    return 0
+
+
 def register(subparsers) -> None:
     """Add ``mplug`` and its verbs to the ``alicemind`` command."""
     from alicemind.mplug import hub as _hub  # noqa: F401  (registers the releases)
 
-    parser = subparsers.add_parser("mplug", help="mPLUG: convert, download, caption, ask")
+    parser = subparsers.add_parser("mplug", help="mPLUG: convert, download, pretrain, finetune, evaluate, caption, ask")
     verbs = parser.add_subparsers(title="verbs", dest="verb", metavar="VERB", required=True)
 
     convert = verbs.add_parser(
@@ -116,6 +148,8 @@ def register(subparsers) -> None:
     convert.add_argument("dst", help="output folder")
     convert.add_argument("--task", choices=sorted(TASK_CLASSES), default="vqa", help="task model to build (vqa)")
     convert.add_argument("--image-size", type=int, help="resize the position table to this resolution")
+    convert.add_argument("--set", nargs="+", metavar="KEY=VALUE",
+                         help="config values the weights cannot tell (e.g. stride_layer=3, num_attention_heads=12)")  # fmt: skip
     convert.add_argument("--overwrite", action="store_true", help="replace DST even if it holds other files")
     convert.set_defaults(func=_convert)
 
@@ -127,6 +161,26 @@ def register(subparsers) -> None:
     )
     add_download_arguments(download)
     download.set_defaults(func=_download)
+
+    for name, func, helptext, example in (
+        ("pretrain", _train, "pre-train with ITC (momentum distillation, queues), ITM (hard negatives), MLM and "
+         "PrefixLM on image-text pairs in the original's JSON format", "pretrain"),
+        ("finetune", _train, "fine-tune: coco-caption, vqa, retrieval-coco, retrieval-flickr, refcoco", "coco-caption"),
+    ):  # fmt: skip
+        verb = verbs.add_parser(name, help=helptext, description=helptext + ". Recipes ship in the package; any "
+                                "recipe value is overridden with KEY=VALUE.")  # fmt: skip
+        add_recipe_arguments(verb, package="mplug", example=example)
+        add_run_arguments(verb)
+        verb.add_argument("--no-progress", action="store_true", help="no progress bar")
+        verb.set_defaults(func=func)
+    evaluate = verbs.add_parser(
+        "evaluate",
+        help="score a model on eval_file: CIDEr/BLEU-4, VQA accuracy, R@1/5/10 both ways, accuracy at IoU 0.5",
+        description="Evaluate model=FOLDER on eval_file=FILE.json with a task recipe's settings (beam search for "
+        "captions and answers, ITC top-k re-ranked by ITM for retrieval, greedy bin tokens for grounding).",
+    )
+    add_recipe_arguments(evaluate, package="mplug", example="coco-caption")
+    evaluate.set_defaults(func=_evaluate)
 
     caption = verbs.add_parser(
         "caption",

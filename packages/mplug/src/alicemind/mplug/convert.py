@@ -136,9 +136,13 @@ def _clip_parts(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def release_to_ours(state: dict[str, torch.Tensor], config: MPlugConfig) -> dict[str, torch.Tensor]:
     """Apply rules 2-4 to a released state dict."""
     state = _fusion_indices(rename_keys(_clip_parts(state), FROM_RELEASE), config)
+    _resize_positions(state, config)
+    return state
+
+
+def _resize_positions(state: dict[str, torch.Tensor], config: MPlugConfig) -> None:
     for key in [k for k in state if re.match(r"^visual_encoder(_m)?\.positional_embedding$", k)]:
         state[key] = resize_position_embeddings(state[key], config.vision_config().grid, mode="bilinear")
-    return state
 
 
 def ours_to_release(state: dict[str, torch.Tensor], config: MPlugConfig) -> dict[str, torch.Tensor]:
@@ -223,7 +227,9 @@ def read_mplug_checkpoint(cls, path: Path, **overrides: Any) -> LoadedCheckpoint
         if not (path / CONFIG_NAME).is_file() or not (path / WEIGHTS_NAME).is_file():
             raise FileNotFoundError(f"{path} has no {CONFIG_NAME} + {WEIGHTS_NAME}")
         config = MPlugConfig.from_json_file(path / CONFIG_NAME, **overrides)
-        return LoadedCheckpoint(config, load_state_dict_file(path / WEIGHTS_NAME), "alicemind")
+        state = load_state_dict_file(path / WEIGHTS_NAME)
+        _resize_positions(state, config)  # an image_size override resizes the table, as for a release
+        return LoadedCheckpoint(config, state, "alicemind")
     raw = load_state_dict_file(path)  # tries model, then module, as every release loader does
     config = config_from_release(raw, **overrides)
     state = release_to_ours(raw, config)

@@ -1,0 +1,76 @@
+"""The CLI end to end on generated images: finetune + evaluate + caption, ask, convert, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from mplug_testing import release_overrides, release_state_dict, shape_dataset, tiny_config, tokenizer
+
+from alicemind.core.cli import main
+from alicemind.mplug import MPlugForVQA
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    tokenizer().save_pretrained(root / "tok")
+    records = []
+    for i, (image, colour, shape, _) in enumerate(shape_dataset(48, seed=3)):
+        image.save(root / f"{i}.png")
+        records.append({"image": f"{i}.png", "caption": f"a {colour} {shape}"})
+    (root / "train.json").write_text(json.dumps(records))
+    (root / "test.json").write_text(json.dumps([dict(r, caption=[r["caption"]]) for r in records[:6]]))
+    return root
+
+
+def test_finetune_evaluate_and_caption(workspace, capsys):
+    w = workspace
+    common = [f"tokenizer={w / 'tok'}", "+scratch_config=mplug.test", "image_size=32", f"image_root={w}",
+              "augment=false", "+model_config={hidden_dropout_prob: 0.0, attention_probs_dropout_prob: 0.0}"]  # fmt: skip
+    rc = main(["mplug", "finetune", "--recipe", "coco-caption", "--no-progress", f"train_file={w / 'train.json'}",
+               f"eval_file={w / 'test.json'}", f"output_dir={w / 'run'}", "+training.max_steps=150",
+               "training.num_epochs=null", "training.per_device_batch_size=12", "training.lr=3e-3",
+               "training.precision=fp32", "training.save_every=0", "generation={num_beams: 2, max_new_tokens: 6}",
+               *common])  # fmt: skip
+    assert rc == 0
+    out = capsys.readouterr().out
+    metrics = json.loads(out[out.index("{") :])
+    assert metrics["CIDEr"] > 1.0 and 0.0 < metrics["BLEU-4"] <= 1.0
+    model_dir = w / "run" / "model"
+    rc = main(["mplug", "evaluate", "--recipe", "coco-caption", f"model={model_dir}", f"eval_file={w / 'test.json'}",
+               f"image_root={w}", "image_size=32", "generation={num_beams: 2, max_new_tokens: 6}"])  # fmt: skip
+    assert rc == 0 and json.loads(capsys.readouterr().out)["CIDEr"] == pytest.approx(metrics["CIDEr"])
+    assert (
+        main(["mplug", "caption", str(w / "0.png"), str(w / "1.png"), "--model", str(model_dir), "--beams", "2"]) == 0
+    )
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split("\t")[0] for line in lines] == [str(w / "0.png"), str(w / "1.png")]
+    assert all(line.split("\t")[1].startswith("a ") for line in lines)
+
+
+def test_ask_convert_and_bad_image(workspace, tmp_path, capsys):
+    torch.manual_seed(0)
+    model = MPlugForVQA(tiny_config())
+    torch.save(release_state_dict(model), tmp_path / "mplug_tiny.pth")
+    # convert needs the shapes' unknowns (heads, stride...) only for tiny files: ours carry them in config.json
+    model.save_pretrained(tmp_path / "vqa")
+    tokenizer().save_pretrained(tmp_path / "vqa")
+    assert main(["mplug", "ask", str(workspace / "0.png"), "what color is the shape ?", "--model", str(tmp_path / "vqa"),
+                 "--beams", "2", "--max-tokens", "3"]) == 0  # fmt: skip
+    out = capsys.readouterr().out  # an untrained model: one line of vocabulary words (maybe none)
+    assert out.count("\n") == 1 and all(t in tokenizer().get_vocab() for t in out.split())
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    assert main(["mplug", "ask", str(bad), "what ?", "--model", str(tmp_path / "vqa")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "bad.jpg" in err
+    assert main(["mplug", "convert", str(tmp_path / "missing.pth"), str(tmp_path / "out")]) == 2
+    assert "no checkpoint at" in capsys.readouterr().err
+    # a released-layout file converts; a tiny file states what its shapes cannot tell (head counts, stride...)
+    sets = [f"{k}={json.dumps(v)}" for k, v in release_overrides().items()]
+    assert main(["mplug", "convert", str(tmp_path / "mplug_tiny.pth"), str(tmp_path / "out"), "--set", *sets]) == 0
+    assert "mplug-release-vqa format" in capsys.readouterr().out
+    again = MPlugForVQA.from_pretrained(tmp_path / "out")
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in model.state_dict().items())
