@@ -3,7 +3,11 @@ download (offline), list, and one-line errors."""
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
+import tarfile
+import threading
 
 import numpy as np
 import pytest
@@ -11,6 +15,7 @@ from structurallm_testing import funsd_annotation, released_variables, write_fun
 
 from alicemind.core.checkpoint.tf1_writer import save_tf_checkpoint
 from alicemind.core.cli import main
+from alicemind.core.hub import CheckpointEntry, register_checkpoint, unregister_checkpoint
 from alicemind.structurallm import StructuralLMConfig, StructuralLMModel
 
 OVERRIDES = ["max_seq_length=32", "doc_stride=8", "training.max_steps=100", "training.lr=3e-3",
@@ -94,6 +99,36 @@ def test_predict_refuses_a_bad_box(tmp_path, tokenizer, capsys):
     assert main(["structurallm", "predict", str(bad), "--model", str(folder), "--page-size", "100", "100"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "negative coordinate" in err
+
+
+def test_download_verb_from_a_local_server(tmp_path, monkeypatch, capsys):
+    # The release's shape: one top folder structural_lm_models/ with the checkpoint file and model.ckpt-160000.*,
+    # served over HTTP on 127.0.0.1 (never the network).
+    cfg = StructuralLMConfig.from_preset("structurallm.test")
+    top = tmp_path / "srv" / "structural_lm_models"
+    tf = released_variables(cfg)
+    save_tf_checkpoint(top / "model.ckpt-160000", tf)
+    (top / "checkpoint").write_text('model_checkpoint_path: "model.ckpt-160000"\n')
+    (top / "config.json").write_text(json.dumps({**cfg.to_dict(), "model_type": None, "hidden_act": "gelu"}))
+    with tarfile.open(tmp_path / "srv" / "tiny.tar.gz", "w:gz") as tar:
+        tar.add(top, arcname="structural_lm_models")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "srv"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("ALICEMIND_CACHE", str(tmp_path / "cache"))
+    entry = CheckpointEntry(name="structurallm.test.tiny", family="structurallm", filename="tiny.tar.gz",
+                            format="structurallm-tf1", archive=True,
+                            url=f"http://127.0.0.1:{server.server_address[1]}/tiny.tar.gz")  # fmt: skip
+    register_checkpoint(entry)
+    try:
+        assert main(["structurallm", "download", "structurallm.test.tiny", "--output", str(tmp_path / "ours")]) == 0
+    finally:
+        unregister_checkpoint("structurallm.test.tiny")
+        server.shutdown()
+    assert "structurallm-tf1 format" in capsys.readouterr().out
+    model = StructuralLMModel.from_pretrained(tmp_path / "ours")
+    np.testing.assert_array_equal(model.embeddings.bbox_embeddings.weight.detach().numpy(),
+                                  tf["bert/embeddings/bbox_embeddings"])  # fmt: skip
 
 
 def test_list_and_offline_download(tmp_path, monkeypatch, capsys):
