@@ -230,20 +230,22 @@ def run_mini(
             f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs",
         }  # fmt: skip
 
-    for seed in cfg.seeds:
-        t0 = time.perf_counter()
-        teacher = _teacher(cfg, model_dir, train, len(labels), seed, collate)
-        teachers.append(_accuracy(teacher, evaluation, collate))
-        log(f"seed {seed}: teacher acc {100 * teachers[-1]:.1f} ({time.perf_counter() - t0:.0f}s)")
-        if "cap-f" in cfg.methods:
+    teacher_of: dict[int, Any] = {}
+
+    def teacher_for(seed: int):
+        if seed not in teacher_of:
             t0 = time.perf_counter()
-            for sparsity, a in _structured_arm(cfg, model_dir, train, evaluation, collate, teacher, seed).items():
-                acc["cap-f"][str(sparsity)].append(a)
-                log(f"seed {seed} cap-f     {sparsity:.0%}: acc {100 * a:5.1f}")
-            log(f"seed {seed} cap-f: {time.perf_counter() - t0:.0f}s")
-            if on_progress is not None:
-                on_progress(snapshot(complete=False))
-        for sparsity in cfg.sparsities:
+            teacher_of[seed] = _teacher(cfg, model_dir, train, len(labels), seed, collate)
+            teachers.append(_accuracy(teacher_of[seed], evaluation, collate))
+            log(f"seed {seed}: teacher acc {100 * teachers[-1]:.1f} ({time.perf_counter() - t0:.0f}s)")
+        return teacher_of[seed]
+
+    # Highest sparsity first, every seed of a sparsity before the next (CAP-f, one run per seed for all of them,
+    # after that seed's first block): a run cut short still has every arm at some sparsity over several seeds.
+    order = sorted(cfg.sparsities, reverse=True)
+    for block, sparsity in enumerate(order):
+        for seed in cfg.seeds:
+            teacher = teacher_for(seed)
             for method in [m for m in cfg.methods if m != "cap-f"]:
                 t0 = time.perf_counter()
                 student = _model(model_dir, len(labels), seed)
@@ -256,6 +258,13 @@ def run_mini(
                 a = _accuracy(student, evaluation, collate)
                 acc[method][str(sparsity)].append(a)
                 log(f"seed {seed} {method:<9} {sparsity:.0%}: acc {100 * a:5.1f} ({time.perf_counter() - t0:.0f}s)")
+                if on_progress is not None:
+                    on_progress(snapshot(complete=False))
+            if block == 0 and "cap-f" in cfg.methods:
+                t0 = time.perf_counter()
+                for s_, a in _structured_arm(cfg, model_dir, train, evaluation, collate, teacher, seed).items():
+                    acc["cap-f"][str(s_)].append(a)
+                log(f"seed {seed} cap-f     all: {time.perf_counter() - t0:.0f}s")
                 if on_progress is not None:
                     on_progress(snapshot(complete=False))
     return snapshot()
