@@ -59,4 +59,3 @@ def test_generate_with_compile_writes_the_eager_outputs(tmp_path, make_config, m
     assert main(args) == 0
     assert swapped and swapped[0] > 0
     assert len((tmp_path / "int8.txt").read_text(encoding="utf-8").splitlines()) == 2
-

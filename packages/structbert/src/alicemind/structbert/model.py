@@ -211,9 +211,7 @@ class StructBertForSequenceClassification(StructBertPreTrainedModel):
         return TaskOutput(loss, logits[0] if single else logits)
 
 
-def _multitask_loss(
-    logits: list[torch.Tensor], labels: torch.Tensor, task_ids: torch.Tensor | None
-) -> torch.Tensor:
+def _multitask_loss(logits: list[torch.Tensor], labels: torch.Tensor, task_ids: torch.Tensor | None) -> torch.Tensor:
     """Mean over rows of each row's loss under its own task's head (CE, or MSE for one-output heads).
 
     ``task_ids=None`` (one task) takes every row as it is: no selection, so ``torch.compile`` sees no

@@ -105,4 +105,3 @@ def pad_to_bucket(
         extra = t.new_full((t.shape[0], target - length, *t.shape[2:]), fill)
         out[name] = torch.cat([t, extra], dim=1)
     return out, length
-

@@ -119,6 +119,3 @@ def optimize_for_inference(
         return torch.compile(fn, backend=backend, dynamic=dynamic, **options)
 
     return InferenceModel(model, compile_fn, report or (lambda _: None))
-
-
-
