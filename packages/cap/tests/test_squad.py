@@ -149,3 +149,17 @@ def test_squad_needs_unsupervised_contrast_only(squad_setup, capsys):
     assert main(["cap", "prune", "--recipe", "squad", f"data_dir={root / 'squad'}", f"model={root / 'student'}",
                  f"teacher={root / 'teacher'}", "cap.supervised=true"]) == 2  # fmt: skip
     assert "cap.supervised must be false" in capsys.readouterr().err
+
+
+def test_prune_squad_cap_m_reaches_the_asked_sparsity(squad_setup):
+    root, out = squad_setup, squad_setup / "cap-m"
+    args = ["cap", "prune", "--recipe", "squad-cap-m", "--no-progress", f"data_dir={root / 'squad'}",
+            f"model={root / 'student'}", f"teacher={root / 'teacher'}", f"output_dir={out}", "max_seq_length=24",
+            "doc_stride=4", "cap.final_sparsity=0.5", "cap.warmup_steps=1", "cap.initial_warmup=0",
+            "cap.final_warmup=1", "cap.extra_examples=8", "training.num_epochs=2",
+            "training.per_device_batch_size=4", "training.device=cpu", "training.precision=fp32"]  # fmt: skip
+    assert main(args) == 0
+    report = json.loads((out / "model" / "sparsity_report.json").read_text())
+    assert report["overall"] == pytest.approx(0.5, abs=1e-3) and len(report["per_matrix"]) == 12
+    result = json.loads((out / "cap_results.json").read_text())["result"]
+    assert result["method"] == "cap-m" and 0.0 <= result["exact_match"] <= result["f1"] <= 1.0
