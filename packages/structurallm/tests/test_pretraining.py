@@ -38,6 +38,16 @@ def test_masking_keeps_boxes_for_mvlm_and_hides_them_for_cpc(tokenizer):
     assert all(inst["bbox"][i] == window["bbox"][i] for i in kept)  # MVLM keeps the 2-D position
 
 
+def test_cell_ids_stay_inside_the_models_table(tokenizer):
+    from alicemind.structurallm.pretraining import build_instances
+
+    words = [w for i in range(40) for w in ("name", "of")]  # 40 cells, more than the test table's 20 ids
+    doc = make_document(words, [[i * 10, 0, i * 10 + 5, 5] for i in range(80)], cells=[i // 2 for i in range(80)])
+    data = PretrainingDataConfig(max_seq_length=64, stride=16)
+    instances = build_instances([doc], tokenizer, data, 16, seed=0, max_pos_bbox=20)
+    assert max(max(inst["pos_bbox"]) for inst in instances) == 20
+
+
 def test_short_pretraining_run_lowers_both_losses(tokenizer, tmp_path):
     docs = tmp_path / "pages.jsonl"
     docs.write_text("".join(json.dumps(r) + "\n" for r in synthetic_pages(24)))

@@ -76,9 +76,10 @@ def mask_window(window: dict[str, Any], tokenizer, data: PretrainingDataConfig, 
 
 
 def build_instances(docs: Sequence[Document], tokenizer, data: PretrainingDataConfig, num_areas: int,
-                    seed: int) -> list[dict[str, Any]]:  # fmt: skip
-    """Every window of every document, masked ``dupe_factor`` times with a generator seeded by ``seed``."""
-    encoder = DocumentEncoder(tokenizer, max_length=data.max_seq_length, stride=data.stride)
+                    seed: int, max_pos_bbox: int = 200) -> list[dict[str, Any]]:  # fmt: skip
+    """Every window of every document, masked ``dupe_factor`` times with a generator seeded by ``seed``;
+    ``pos_bbox`` ids are clipped to ``max_pos_bbox`` (the last row of the model's table)."""
+    encoder = DocumentEncoder(tokenizer, max_length=data.max_seq_length, stride=data.stride, max_pos_bbox=max_pos_bbox)
     windows = [w for doc in docs for w in encoder.encode(doc)]
     rng = random.Random(seed)
     return [mask_window(w, tokenizer, data, num_areas, rng) for _ in range(data.dupe_factor) for w in windows]
@@ -156,10 +157,12 @@ def run_pretraining(
         raise CliError(f"tokenizer has {tokenizer.vocab_size} tokens but the model only {model.config.vocab_size}")
     data.max_seq_length = min(data.max_seq_length, model.config.max_tokens)
     areas = model.config.num_cpc_areas
-    train = build_instances(_documents(recipe.get("documents"), "documents"), tokenizer, data, areas, train_cfg.seed)
+    max_pos = model.config.bbox_vocab_size - 1
+    train_docs = _documents(recipe.get("documents"), "documents")
+    train = build_instances(train_docs, tokenizer, data, areas, train_cfg.seed, max_pos)
     eval_docs = _documents(recipe.get("eval_documents") or recipe.get("documents"), "eval_documents")
     held_out = build_instances(eval_docs, tokenizer, PretrainingDataConfig(**{**vars(data), "dupe_factor": 1}),
-                               areas, train_cfg.seed + 1)  # fmt: skip
+                               areas, train_cfg.seed + 1, max_pos)  # fmt: skip
     collate = pretraining_collator(tokenizer.pad_token_id)
     batch_size = train_cfg.per_device_batch_size or 8
     loader = DataLoader(train, batch_size=batch_size, shuffle=True, collate_fn=collate,
