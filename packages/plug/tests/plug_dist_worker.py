@@ -1,6 +1,6 @@
 """Run under ``torchrun --nproc_per_node 2`` (gloo, CPU) by test_distributed.py; writes ``rank{r}.json`` results.
 
-``python plug_dist_worker.py SCENARIO[,SCENARIO...] MODEL_DIR OUT_DIR``; scenarios: ``tp`` (TP=2 forward + greedy generation vs
+``python plug_dist_worker.py SCENARIO[,SCENARIO...] MODEL_DIR OUT_DIR``; scenarios (``cli-generate`` last: the verb ends the process group): ``tp`` (TP=2 forward + greedy generation vs
 the single-process model), ``fsdp`` (FSDP2 step vs single-process step), ``dcp-save`` (train at TP=2, save a
 distributed checkpoint, record the next loss). ``dcp-load`` runs as a plain single process (TP=1).
 """
@@ -134,7 +134,17 @@ def scenario_dcp_load(folder: Path, out: Path) -> dict:
     return {"losses": [step(model, opt, ids, mask, labels)]}
 
 
-SCENARIOS = {"tp": scenario_tp, "fsdp": scenario_fsdp, "dcp-save": scenario_dcp_save, "dcp-load": scenario_dcp_load}
+def scenario_cli_generate(folder: Path, out: Path) -> dict:
+    """``alicemind plug generate`` on every rank (the verb builds the TP mesh over the launch); rank 0 writes."""
+    from alicemind.core.cli import main as cli
+
+    args = ["plug", "generate", "--model", str(folder), "--input", str(out / "prompts.txt"), "--greedy",
+            "--max-new-tokens", "5", "--output", str(out / "tp2-generate.txt")]  # fmt: skip
+    return {"exit": cli(args)}
+
+
+SCENARIOS = {"tp": scenario_tp, "fsdp": scenario_fsdp, "dcp-save": scenario_dcp_save, "dcp-load": scenario_dcp_load,
+             "cli-generate": scenario_cli_generate}  # fmt: skip
 
 
 def main() -> None:
@@ -146,9 +156,9 @@ def main() -> None:
     rank = dist.get_rank() if distributed else 0
     for name in names:
         run = SCENARIOS[name]
-        result = run(folder, out) if name.startswith("dcp") else run(folder)
+        result = run(folder, out) if name.startswith(("dcp", "cli")) else run(folder)
         (out / f"{name}-rank{rank}.json").write_text(json.dumps(result))
-    if distributed:
+    if dist.is_initialized():  # the generate verb ends its own process group
         dist.destroy_process_group()
 
 

@@ -113,13 +113,19 @@ def write_release(root: Path, c: PlugConfig, state: dict[str, torch.Tensor], deg
     folder = root / "plug_model"
     (folder / str(iteration)).mkdir(parents=True)
     (folder / "config.json").write_text(json.dumps(sofa_config_json(c)))
-    tokens = ["[PAD]"] + [f"[unused{i}]" for i in range(99)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tokens += [chr(0x4E00 + i) for i in range(c.real_vocab_size - len(tokens))]
-    (folder / "vocab.txt").write_text("\n".join(tokens) + "\n", encoding="utf-8")
+    write_vocab(folder / "vocab.txt", c.real_vocab_size)
     for rank in range(degree):
         write_shard(folder / str(iteration), rank, degree, {k: megatron_slice(k, t, rank, degree) for k, t in state.items()},
                     iteration)  # fmt: skip
     return folder
+
+
+def write_vocab(path: Path, size: int) -> Path:
+    """A BERT-Chinese-like vocab.txt: [PAD], [unused*], [UNK]=100, [CLS]=101, [SEP]=102, [MASK]=103, CJK chars."""
+    tokens = ["[PAD]"] + [f"[unused{i}]" for i in range(99)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tokens += [chr(0x4E00 + i) for i in range(size - len(tokens))]
+    path.write_text("\n".join(tokens) + "\n", encoding="utf-8")
+    return path
 
 
 def write_shard(folder: Path, rank: int, degree: int, module: dict, iteration: int = 28000) -> Path:

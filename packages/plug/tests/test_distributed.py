@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from plug_testing import tiny_config
+from plug_testing import tiny_config, write_vocab
 
+from alicemind.core.cli import main
 from alicemind.plug import PlugForConditionalGeneration
 
 WORKER = Path(__file__).with_name("plug_dist_worker.py")
@@ -32,7 +33,9 @@ def model_dir(tmp_path_factory) -> Path:
     # A larger init than the released 0.00707 so that greedy outputs differ between rows and steps.
     torch.manual_seed(0)
     model = PlugForConditionalGeneration(tiny_config(initializer_range=0.3)).double()
-    return model.save_pretrained(tmp_path_factory.mktemp("plug") / "model")
+    folder = model.save_pretrained(tmp_path_factory.mktemp("plug") / "model")
+    write_vocab(folder / "vocab.txt", 128)
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +43,8 @@ def out(model_dir, tmp_path_factory) -> Path:
     """One two-rank launch runs every scenario (a launch costs several seconds of start-up)."""
     out = tmp_path_factory.mktemp("dist")
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    _run([*torchrun, str(WORKER), "tp,fsdp,dcp-save", str(model_dir), str(out)], out)
+    (out / "prompts.txt").write_text("一丁七\n万丈\n", encoding="utf-8")
+    _run([*torchrun, str(WORKER), "tp,fsdp,dcp-save,cli-generate", str(model_dir), str(out)], out)
     return out
 
 
@@ -69,3 +73,17 @@ def test_distributed_checkpoint_saved_at_tp2_resumes_at_tp1(model_dir, out):
     _run([sys.executable, str(WORKER), "dcp-load", str(model_dir), str(out)], out)
     resumed = json.loads((out / "dcp-load-rank0.json").read_text())["losses"][0]
     assert abs(resumed - saved[0]["losses"][2]) < 1e-10
+
+
+def test_generate_verb_under_torchrun_equals_one_process(model_dir, out):
+    assert all(r["exit"] == 0 for r in _results(out, "cli-generate"))
+    args = ["plug", "generate", "--model", str(model_dir), "--input", str(out / "prompts.txt"), "--greedy",
+            "--max-new-tokens", "5", "--output", str(out / "tp1-generate.txt")]  # fmt: skip
+    torch.set_default_dtype(torch.float64)  # the worker's dtype: the saved float64 weights load as they are
+    try:
+        assert main(args) == 0
+    finally:
+        torch.set_default_dtype(torch.float32)
+    tp2 = (out / "tp2-generate.txt").read_text(encoding="utf-8").splitlines()
+    assert len(tp2) == 2 and all(tp2)
+    assert tp2 == (out / "tp1-generate.txt").read_text(encoding="utf-8").splitlines()
