@@ -23,6 +23,8 @@ import numpy as np
 import torch
 
 from alicemind.core.checkpoint import CheckpointError, load_state_dict_file, load_tf_checkpoint, rename_keys
+from alicemind.core.checkpoint.bert_names import CORE_TO_BERT_LAYER
+from alicemind.core.checkpoint.tf1_bert import bert_layer_variables, tf_dense, tf_norm
 from alicemind.core.config import CONFIG_NAME, read_json_file
 from alicemind.core.modeling import WEIGHTS_NAME, LoadedCheckpoint
 from alicemind.structurallm.config import StructuralLMConfig
@@ -55,24 +57,6 @@ TF_HEADS: dict[str, dict[str, tuple[str, bool]]] = {
     "sequence-classification": {},
 }
 ANY_HEAD = r"^cls/"
-_LAYER = {
-    "attention/self/query": "self_attn.q_proj",
-    "attention/self/key": "self_attn.k_proj",
-    "attention/self/value": "self_attn.v_proj",
-    "attention/output/dense": "self_attn.out_proj",
-    "attention/output/LayerNorm": "self_attn_norm",
-    "intermediate/dense": "ffn.fc_in",
-    "output/dense": "ffn.fc_out",
-    "output/LayerNorm": "ffn_norm",
-}
-
-
-def _dense(tf: str, ours: str) -> dict[str, tuple[str, bool]]:
-    return {f"{tf}/kernel": (f"{ours}.weight", True), f"{tf}/bias": (f"{ours}.bias", False)}
-
-
-def _norm(tf: str, ours: str) -> dict[str, tuple[str, bool]]:
-    return {f"{tf}/gamma": (f"{ours}.weight", False), f"{tf}/beta": (f"{ours}.bias", False)}
 
 
 def backbone_variables(config: StructuralLMConfig, *, pooler: bool = True) -> dict[str, tuple[str, bool]]:
@@ -80,7 +64,7 @@ def backbone_variables(config: StructuralLMConfig, *, pooler: bool = True) -> di
     e = "bert/embeddings"
     out: dict[str, tuple[str, bool]] = {
         f"{e}/word_embeddings": ("embeddings.text.word_embeddings.weight", False),
-        **_norm(f"{e}/LayerNorm", "embeddings.text.norm"),
+        **tf_norm(f"{e}/LayerNorm", "embeddings.text.norm"),
     }
     for axis in ("x0", "y0", "x1", "y1"):
         out[f"{e}/pos_{axis}_embeddings"] = (f"embeddings.layout.{axis}_embeddings.weight", False)
@@ -88,12 +72,9 @@ def backbone_variables(config: StructuralLMConfig, *, pooler: bool = True) -> di
         out[f"{e}/position_embeddings"] = ("embeddings.text.position_embeddings.weight", False)
     if config.use_bbox_pos:
         out[f"{e}/bbox_embeddings"] = ("embeddings.bbox_embeddings.weight", False)
-    for layer in range(config.num_hidden_layers):
-        for tf, ours in _LAYER.items():
-            rule = _norm if tf.endswith("LayerNorm") else _dense
-            out.update(rule(f"bert/encoder/layer_{layer}/{tf}", f"encoder.layers.{layer}.{ours}"))
+    out.update(bert_layer_variables(config.num_hidden_layers))
     if pooler:
-        out.update(_dense("bert/pooler/dense", "pooler.dense"))
+        out.update(tf_dense("bert/pooler/dense", "pooler.dense"))
     return out
 
 
@@ -242,20 +223,6 @@ def read_structurallm_checkpoint(model_class, path: Path, **config_overrides: An
     return LoadedCheckpoint(config, state, "structurallm-tf1", ignore_missing=fresh)
 
 
-# Our encoder module names -> LayoutLM's (its encoder and pooler are BERT's).
-ENCODER_TO_HF = [
-    (r"^encoder\.layers\.(\d+)\.self_attn\.q_proj\.", r"encoder.layer.\1.attention.self.query."),
-    (r"^encoder\.layers\.(\d+)\.self_attn\.k_proj\.", r"encoder.layer.\1.attention.self.key."),
-    (r"^encoder\.layers\.(\d+)\.self_attn\.v_proj\.", r"encoder.layer.\1.attention.self.value."),
-    (r"^encoder\.layers\.(\d+)\.self_attn\.out_proj\.", r"encoder.layer.\1.attention.output.dense."),
-    (r"^encoder\.layers\.(\d+)\.self_attn_norm\.", r"encoder.layer.\1.attention.output.LayerNorm."),
-    (r"^encoder\.layers\.(\d+)\.ffn\.fc_in\.", r"encoder.layer.\1.intermediate.dense."),
-    (r"^encoder\.layers\.(\d+)\.ffn\.fc_out\.", r"encoder.layer.\1.output.dense."),
-    (r"^encoder\.layers\.(\d+)\.ffn_norm\.", r"encoder.layer.\1.output.LayerNorm."),
-    (r"^pooler\.dense\.", "pooler.dense."),
-]
-
-
 def to_layoutlm_state_dict(model) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Our encoder -> ``transformers.LayoutLMModel`` weights and config fields, where LayoutLM computes the same
     function: the x0/x1 and y0/y1 tables equal (LayoutLM shares them), no ``bbox_embeddings`` rows in use (pass
@@ -275,7 +242,7 @@ def to_layoutlm_state_dict(model) -> tuple[dict[str, torch.Tensor], dict[str, An
     if emb.text.position_embeddings is None:
         raise ValueError("LayoutLM always adds 1-D positions; this model has use_position_embeddings=False")
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("embeddings.")}
-    out = rename_keys(state, ENCODER_TO_HF)
+    out = rename_keys(state, CORE_TO_BERT_LAYER)  # LayoutLM's encoder and pooler are BERT's
     zeros = torch.zeros_like(layout.x0_embeddings.weight)
     out.update({
         "embeddings.word_embeddings.weight": emb.text.word_embeddings.weight,

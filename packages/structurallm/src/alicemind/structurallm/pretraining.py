@@ -22,7 +22,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from alicemind.core.cli import CliError
-from alicemind.core.training import Trainer, TrainingConfig, move_to_device, seed_everything
+from alicemind.core.training import Trainer, TrainingConfig, seed_everything
+from alicemind.core.training.evaluation import mean_output_metrics
 from alicemind.core.training.run_manifest import recipe_identity
 from alicemind.structurallm.config import StructuralLMConfig
 from alicemind.structurallm.documents import GRID, Document, DocumentError, document_files, read_documents
@@ -100,16 +101,7 @@ def pretraining_collator(pad_id: int):
 
 def eval_losses(model, loader) -> dict[str, float]:
     """Mean MVLM and CPC losses and accuracies over ``loader``."""
-    model.eval()
-    device = next(model.parameters()).device
-    sums: dict[str, float] = {}
-    count = 0
-    with torch.no_grad():
-        for batch in loader:
-            for name, value in model(**move_to_device(batch, device)).metrics.items():
-                sums[name] = sums.get(name, 0.0) + float(value)
-            count += 1
-    return {name: total / max(count, 1) for name, total in sums.items()}
+    return mean_output_metrics(model, loader)
 
 
 @dataclass
