@@ -161,6 +161,17 @@ def test_shards_of_another_degree_or_iteration_are_refused(release, tmp_path):
     _assert_nothing_written(tmp_path / "out")
 
 
+def test_replicated_tensor_that_differs_fails_mid_write_and_leaves_nothing(release, tmp_path):
+    config, state, _ = release
+    folder = write_release(tmp_path, config, state)
+    module = {k: megatron_slice(k, t, 3, 8) for k, t in state.items()}
+    module["bert.encoder.layer.1.LayerNorm.weight"] = module["bert.encoder.layer.1.LayerNorm.weight"] + 1
+    write_shard(folder / "28000", 3, 8, module)
+    with pytest.raises(CheckpointError, match="mp_rank_03_model_states.pt: bert.encoder.layer.1.LayerNorm.weight is"):
+        convert_megatron(folder, tmp_path / "out")  # found while writing: the staging folder is removed
+    _assert_nothing_written(tmp_path / "out")
+
+
 class _Hostile:
     def __reduce__(self):
         return (os.system, ("touch PWNED",))

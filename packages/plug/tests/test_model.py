@@ -147,8 +147,12 @@ def test_memory_plan_counts_the_27b_model():
 def test_cli_convert_plan_and_generate(tmp_path, capsys):
     config = tiny_config(initializer_range=0.3)
     folder = write_release(tmp_path, config, released_state_dict(config, seed=5))
-    assert main(["plug", "convert", str(folder), str(tmp_path / "m"), "--max-shard-gb", "0.0001", "--no-progress"]) == 0
+    convert = ["plug", "convert", str(folder), str(tmp_path / "m"), "--max-shard-gb", "0.0001", "--no-progress"]
+    assert main([*convert, "--dtype", "bfloat16"]) == 0
     assert "safetensors files" in capsys.readouterr().out
+    from alicemind.plug.convert import iter_sharded_tensors
+
+    assert {t.dtype for _, t in iter_sharded_tensors(tmp_path / "m")} == {torch.bfloat16}
     assert main(["plug", "plan", "--gpus", "8", "--gpu-memory", "32", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert {(r["mode"], r["tp"]) for r in rows} >= {("inference", 8), ("finetune", 1)}
