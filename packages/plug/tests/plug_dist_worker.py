@@ -14,14 +14,13 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import DTensor
 from torch.distributed.tensor.parallel import loss_parallel
 
 from alicemind.core.generation import GenerationConfig, generate
 from alicemind.plug import PlugConfig, PlugForConditionalGeneration, parallelize_plug, unfuse_projections
+from alicemind.plug.parallel import load_distributed, save_distributed
 
 torch.set_num_threads(1)
 torch.set_default_dtype(torch.float64)
@@ -116,8 +115,7 @@ def scenario_dcp_save(folder: Path, out: Path) -> dict:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, foreach=False)
     ids, mask, labels = batch()
     losses = [step(model, opt, ids, mask, labels) for _ in range(2)]
-    model_state, optim_state = get_state_dict(model, opt)
-    dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(out / "dcp"))
+    save_distributed(model, opt, out / "dcp")
     losses.append(step(model, opt, ids, mask, labels))
     return {"losses": losses}
 
@@ -127,10 +125,7 @@ def scenario_dcp_load(folder: Path, out: Path) -> dict:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, foreach=False)
     ids, mask, labels = batch()
     step(model, opt, ids, mask, labels)  # creates the optimizer state that the checkpoint overwrites
-    model_state, optim_state = get_state_dict(model, opt)
-    state = {"model": model_state, "optim": optim_state}
-    dcp.load(state, checkpoint_id=str(out / "dcp"))
-    set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    load_distributed(model, opt, out / "dcp")
     return {"losses": [step(model, opt, ids, mask, labels)]}
 
 

@@ -197,3 +197,31 @@ def load_sharded_weights(model: nn.Module, folder: str | Path) -> None:
     unused = sorted(k for k in files if k not in used and not k.startswith("mlm_head."))
     if missing or unused:
         raise KeyError(f"{folder}: parameters not in the files {missing[:10]}; file keys not used {unused[:10]}")
+
+
+def save_distributed(model: nn.Module, optimizer: torch.optim.Optimizer, path: str | Path) -> None:
+    """Model and optimizer state as a ``torch.distributed.checkpoint`` folder (every rank writes its shards).
+
+    Parameter names are those of the unfused model at every layout, and DTensors are saved by their global
+    value, so :func:`load_distributed` restores them at any other TP/FSDP layout (or in one process).
+    """
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model_state, optim_state = get_state_dict(model, optimizer)
+    dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(path))
+
+
+def load_distributed(model: nn.Module, optimizer: torch.optim.Optimizer, path: str | Path) -> None:
+    """Restore :func:`save_distributed`'s folder into ``model``/``optimizer`` at this process's layout.
+
+    ``optimizer`` must already have state (take one step, or any step that creates it) so its tensors exist to
+    be filled; the loaded values replace it.
+    """
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    model_state, optim_state = get_state_dict(model, optimizer)
+    state = {"model": model_state, "optim": optim_state}
+    dcp.load(state, checkpoint_id=str(path))
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
