@@ -11,6 +11,7 @@ Batches are padded (lengths uniform in [seq/4, seq]), segments 1/2 with 0 = padd
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import tempfile
@@ -66,7 +67,8 @@ def main() -> None:
     lines = [
         "# SDCUP encoder vs transformers BertModel (forward, CPU)",
         "",
-        f"Taken on a loaded shared machine ({platform.processor() or platform.machine()}, {args.threads} threads), "
+        f"Taken on a loaded shared machine ({platform.processor() or platform.machine()}, {args.threads} threads, "
+        f"1-min load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores), "
         f"torch {torch.__version__}, transformers {transformers.__version__}; layers {args.layers}, hidden "
         f"{args.hidden}, heads {args.heads}, batch {args.batch}, seq {args.seq} ({tokens} real tokens), median of "
         f"{args.iters} alternating calls. Max abs output difference (UER norm vs BERT norm, stated): {diff:.2e}.",
