@@ -10,11 +10,11 @@ from structvbert_testing import COLORS, random_image, tsv_row, write_tsv, write_
 SHAPES = ["cat", "dog"]
 
 
-def write_corpus(folder):
+def write_corpus(folder, num_images: int = 24):
     """features.tsv, pairs.json and vocab.txt in ``folder``; a color and a shape are decidable from the features."""
     rng = np.random.default_rng(0)
     rows, pairs = [], []
-    for i in range(24):
+    for i in range(num_images):
         color, shape = i % 3, (i // 3) % 2
         noise, boxes, h, w = random_image(rng, 4 + i % 5)
         # Regions of one image share a scene vector, so a masked region's features follow from the others.

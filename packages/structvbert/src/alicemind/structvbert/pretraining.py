@@ -4,7 +4,8 @@ Each stage of the recipe's ``stages`` list names its tasks (mlm, mrfr, mrc, itm,
 ("horizontal": text first, then image-text pairs), its region cap ("vertical": 36, then 64, then 100 objects,
 the highest-scoring ones kept) and its own training overrides. Stages run one after another on core's Trainer,
 each from the previous stage's weights, in ``output_dir/stage-<name>``; held-out losses of every task the stage
-trains are measured before and after it.
+trains are measured before and after it. Text-only stages read ``text_corpus`` (one sentence a line) when the
+recipe names one, else the corpus's sentences.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class StageResult:
     name: str
     initial: dict[str, float]
     final: dict[str, float]
+    num_examples: int
     log_history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -57,6 +59,17 @@ def read_corpus(path: str | Path) -> list[dict[str, Any]]:
     if bad is not None:
         raise CliError(f"{path}: example {bad} has no 'sent'")
     return data
+
+
+def read_text_corpus(path: str | Path) -> list[dict[str, Any]]:
+    """Text-only data for the text-only stages: one sentence a line (blank lines skipped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CliError(f"no text corpus at {path}")
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not lines:
+        raise CliError(f"{path}: no text")
+    return [{"img_id": None, "sent": line} for line in lines]
 
 
 @torch.no_grad()
@@ -124,6 +137,7 @@ def run_pretraining(recipe: dict[str, Any], *, progress_bar: bool = True) -> Pre
     held_out = int(recipe.get("eval_examples") or 0)
     shuffled = random.Random(int(base_training.get("seed", 42))).sample(examples, len(examples))
     eval_set, train_set = (shuffled[:held_out], shuffled[held_out:]) if held_out else (shuffled, shuffled)
+    text_only = read_text_corpus(recipe["text_corpus"]) if recipe.get("text_corpus") else []
     output_dir = Path(recipe.get("output_dir") or "runs/structvbert-pretrain")
     results = []
     for index, stage in enumerate(stages):
@@ -137,9 +151,12 @@ def run_pretraining(recipe: dict[str, Any], *, progress_bar: bool = True) -> Pre
         seed = cfg.seed + index
         eval_collate = _stage_collator(recipe, stage, tokenizer, features, answers, max_length, seed=10_000 + seed)
         batch_size = cfg.per_device_batch_size or 32
-        eval_batches = [eval_collate(eval_set[i : i + batch_size]) for i in range(0, len(eval_set), batch_size)]
+        stage_eval, stage_train = eval_set, train_set
+        if stage.get("text_only") and text_only:
+            stage_eval, stage_train = text_only[:held_out] or text_only, text_only[held_out:] or text_only
+        eval_batches = [eval_collate(stage_eval[i : i + batch_size]) for i in range(0, len(stage_eval), batch_size)]
         collate = _stage_collator(recipe, stage, tokenizer, features, answers, max_length, seed=seed)
-        loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, collate_fn=collate,
+        loader = DataLoader(stage_train, batch_size=batch_size, shuffle=True, collate_fn=collate,
                             generator=torch.Generator().manual_seed(seed))  # fmt: skip
         initial = stage_losses(model, eval_batches)
         identity = recipe_identity({**recipe, "stage": stage, "stage_index": index}, vocab=tokenizer.get_vocab(),
@@ -147,7 +164,8 @@ def run_pretraining(recipe: dict[str, Any], *, progress_bar: bool = True) -> Pre
         trainer = Trainer(model, cfg, loader, run_identity=identity)
         state = trainer.train()
         model = trainer.model
-        results.append(StageResult(stage["name"], initial, stage_losses(model, eval_batches), list(state.log_history)))
+        final = stage_losses(model, eval_batches)
+        results.append(StageResult(stage["name"], initial, final, len(stage_train), list(state.log_history)))
     model_dir = output_dir / "model"
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
