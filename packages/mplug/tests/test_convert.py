@@ -100,3 +100,17 @@ def test_ours_round_trips(tmp_path):
     for key, value in model.state_dict().items():
         assert torch.equal(value, again.state_dict()[key]), key
     assert again.text_decoder.cls.decoder.weight is again.text_decoder.bert.embeddings.word_embeddings.weight
+
+
+def test_finetuned_task_file_layout_loads(tmp_path):
+    """A fine-tuned caption file: keys already remapped by the script, in {'model', 'optimizer', 'lr_scheduler',
+    'config', 'epoch'} (caption_mplug.py), with the caption model's parts only and no momentum copies."""
+    torch.manual_seed(3)
+    source = MPlugForCaption(tiny_config())
+    state = release_state_dict(source)["model"]
+    remapped = {re.sub(r"^(text_encoder|fusion_encoder)\.(bert|fusion)\.", r"\1.", k): v for k, v in state.items()}
+    checkpoint = {"model": remapped, "optimizer": {"state": {}, "param_groups": [{"lr": 1e-5}]},
+                  "lr_scheduler": {"last_epoch": 3}, "config": {"image_res": 32}, "epoch": 3}  # fmt: skip
+    torch.save(checkpoint, tmp_path / "checkpoint_03.pth")
+    model = MPlugForCaption.from_pretrained(tmp_path / "checkpoint_03.pth", **release_overrides())
+    assert all(torch.equal(v, source.state_dict()[k]) for k, v in model.state_dict().items())

@@ -76,3 +76,44 @@ def test_vqa_rank_answers_prefers_the_likeliest_candidate():
             ]) for i in range(2)
         ])  # fmt: skip
     assert torch.equal(best, scores.argmin(1))
+
+
+def test_scst_step_raises_the_likelihood_of_the_rewarded_beam():
+    from mplug_testing import processor
+
+    from alicemind.mplug.modules import sequence_loss
+
+    torch.manual_seed(7)
+    model = MPlugForCaption(
+        tiny_config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, vision_attention_dropout=0.0)
+    ).eval()  # fmt: skip  (no visn dropout)
+    proc_vocab = processor().tokenizer.vocab_size
+    with torch.no_grad():
+        model.text_decoder.cls.bias[:5] = -1e4  # only word tokens (5..20): every beam decodes to words
+        model.text_decoder.cls.bias[proc_vocab:] = -1e4
+    proc = processor()
+    pixels = torch.randn(2, 3, 32, 32)
+    beams = model.generate(pixels, num_beams=3, num_return_sequences=3, max_new_tokens=4, eos_token_id=None)
+    texts = proc.decode(beams)
+    # image 0's first beam is its reference (the top reward); image 1's reference is a caption no beam has, so a
+    # second image gives CIDEr its corpus (idf) without competing rewards
+    refs = [[texts[0]], ["yellow triangle picture of"]]
+    assert texts[0] not in texts[1:3]
+
+    def nll_of_first_beams():
+        with torch.no_grad():
+            image, mask = model.encode_image(pixels)
+            rows = beams[:1]
+            return sequence_loss(
+                model.text_decoder(rows, torch.ones_like(rows), image[:1], mask[:1]), rows, torch.ones_like(rows)
+            )
+
+    before = nll_of_first_beams()
+    out = model.scst_loss(pixels, refs, proc.decode, num_beams=3, max_new_tokens=4, eos_token_id=None)
+    assert float(out.metrics["reward"]) > 0 and float(out.loss) != 0.0
+    out.loss.backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.grad is not None:
+                p -= 1e-4 * p.grad
+    assert bool((nll_of_first_beams() < before).all())

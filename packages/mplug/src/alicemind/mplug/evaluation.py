@@ -17,7 +17,13 @@ def _ngrams(words: list[str], n: int) -> Counter:
 
 
 def cider_d(candidates: Sequence[str], references: Sequence[Sequence[str]], *, sigma: float = 6.0) -> float:
-    """CIDEr-D of pycocoevalcap's ``CiderScorer`` (n 1..4, idf from the references, clipped tf, length penalty
+    """Corpus CIDEr-D: the mean of :func:`cider_d_scores`."""
+    scores = cider_d_scores(candidates, references, sigma=sigma)
+    return sum(scores) / len(scores)
+
+
+def cider_d_scores(candidates: Sequence[str], references: Sequence[Sequence[str]], *, sigma: float = 6.0) -> list:
+    """Per-candidate CIDEr-D of pycocoevalcap's ``CiderScorer`` (n 1..4, idf from the references, clipped tf, length penalty
     ``exp(-d^2 / 2 sigma^2)``, x10), on whitespace-tokenised lower-case text."""
     cands = [c.lower().split() for c in candidates]
     refs = [[r.lower().split() for r in rs] for rs in references]
@@ -46,7 +52,7 @@ def cider_d(candidates: Sequence[str], references: Sequence[Sequence[str]], *, s
                 if nc[n] and nr[n]:
                     total[n] += dot / (nc[n] * nr[n]) * math.exp(-((lc - lr) ** 2) / (2 * sigma**2))
         scores.append(sum(t / len(rs) for t in total) / 4 * 10.0)
-    return sum(scores) / len(scores)
+    return scores
 
 
 def bleu4(candidates: Sequence[str], references: Sequence[Sequence[str]]) -> float:

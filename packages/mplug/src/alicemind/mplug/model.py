@@ -154,6 +154,28 @@ class MPlugForCaption(MPlugPreTrainedModel):
         image, mask = self.encode_image(pixel_values)
         return self._generate(image, mask, self.default_generation(**generation), prompt).sequences
 
+    def scst_loss(self, pixel_values, references, decode, *, num_beams: int = 5, **generation) -> MPlugOutput:
+        """Self-critical training as ``caption_mplug_scst.py``: ``num_beams`` beam captions per image, reward =
+        CIDEr-D against ``references`` (one list of strings per image), baseline = the mean reward of the image's
+        beams, loss = advantage x the caption's token NLL divided by its length. ``decode`` maps ids to text."""
+        from alicemind.mplug.evaluation import cider_d_scores
+
+        image, mask = self.encode_image(pixel_values)
+        config = self.default_generation(num_beams=num_beams, num_return_sequences=num_beams, **generation)
+        with torch.no_grad():
+            sequences = self._generate(image.detach(), mask, config).sequences
+        texts = decode(sequences)
+        refs = [r for r in references for _ in range(num_beams)]
+        reward = torch.tensor(cider_d_scores(texts, refs), device=image.device)
+        advantage = reward - reward.view(-1, num_beams).mean(1).repeat_interleave(num_beams)
+        eos = (sequences == self.config.eos_token_id).long()
+        seen_before = eos.cumsum(1) - eos  # tokens after the first EOS are padding
+        seq_mask = (seen_before == 0).long()
+        states, states_mask = image.repeat_interleave(num_beams, 0), mask.repeat_interleave(num_beams, 0)
+        nll = sequence_loss(self.text_decoder(sequences, seq_mask, states, states_mask), sequences, seq_mask)
+        loss = (advantage * nll / seq_mask[:, 1:].sum(1).clamp(min=1)).mean()
+        return MPlugOutput(loss, {"scst": loss.detach(), "reward": reward.mean()})
+
 
 class MPlugForVQA(MPlugPreTrainedModel):
     """VQA as answer generation: the decoder reads the fused ``[image; question]``; one row per distinct answer,
