@@ -77,6 +77,16 @@ def test_wrapper_prefix_and_mlm_target_are_read(tmp_path):
     torch.testing.assert_close(nl2sql.sdcup.embeddings.norm.bias, sd["embedding.layer_norm.beta"].float())
 
 
+def test_the_config_matching_the_weights_is_chosen(tmp_path):
+    folder = _write(tmp_path, uer_state_dict(V, H, L, F))
+    large = {"emb_size": 64, "feedforward_size": 256, "hidden_size": 64, "heads_num": 16, "layers_num": 4}
+    (folder / "bert_a_large_config.json").write_text(json.dumps(large))  # sorts first, does not fit
+    assert SdcupEncoder.from_pretrained(folder / "sdcup_base_model.bin-50000").config.num_attention_heads == HEADS
+    (folder / "bert_base_config.json").unlink()
+    with pytest.raises(CheckpointError, match="no UER config beside the file has hidden_size=32, layers_num=2"):
+        SdcupEncoder.from_pretrained(folder / "sdcup_base_model.bin-50000")
+
+
 def test_shapes_without_config_file_and_unknown_key_is_an_error(tmp_path):
     sd = uer_state_dict(V, 128, 1, 256)
     model = SdcupEncoder.from_pretrained(_write(tmp_path, sd, config=False))

@@ -68,13 +68,24 @@ def _uer_file(path: Path) -> Path | None:
     return found[0] if len(found) == 1 else None
 
 
-def _uer_json(path: Path) -> dict[str, Any] | None:
-    folder = path.parent
-    for candidate in sorted(folder.glob("*config*.json")):
+def _uer_jsons(path: Path) -> list[dict[str, Any]]:
+    """The UER model configs beside ``path`` (``models/*config*.json``: base, large, lite ... may all be there)."""
+    found = []
+    for candidate in sorted(path.parent.glob("*config*.json")):
         data = json.loads(candidate.read_text(encoding="utf-8"))
-        if "layers_num" in data or "heads_num" in data:
-            return data
-    return None
+        if isinstance(data, dict) and ("layers_num" in data or "heads_num" in data):
+            found.append(data)
+    return found
+
+
+def _matching(uers: list[dict[str, Any]], state: dict[str, torch.Tensor]) -> dict[str, Any] | None:
+    """The one config whose sizes are those of the weights (None if none is there; several = the first)."""
+    hidden = state["embedding.word_embedding.weight"].shape[1]
+    layers = 1 + max(int(m.group(1)) for k in state if (m := re.match(r"encoder\.transformer\.(\d+)\.", k)))
+    fits = [u for u in uers if u.get("hidden_size", hidden) == hidden and u.get("layers_num", layers) == layers]
+    if uers and not fits:
+        raise CheckpointError(f"no UER config beside the file has hidden_size={hidden}, layers_num={layers}")
+    return fits[0] if fits else None
 
 
 def config_from_uer(state: dict[str, torch.Tensor], uer: dict[str, Any] | None, **overrides: Any) -> SdcupConfig:
@@ -122,7 +133,7 @@ def read_sdcup_checkpoint(cls, path: Path, **overrides: Any) -> LoadedCheckpoint
     if uer_file is None:
         raise CheckpointError(f"{path}: neither our folder (config.json + model.safetensors) nor one UER .bin file")
     state, prefix = read_uer_state(uer_file)
-    config = config_from_uer(state, _uer_json(uer_file), **overrides)
+    config = config_from_uer(state, _matching(_uer_jsons(uer_file), state), **overrides)
     rules = UER_TO_OURS + (UER_MLM_TO_OURS if cls.reads_uer_mlm else [])
     mapped, unused = {}, []
     for key, value in state.items():
