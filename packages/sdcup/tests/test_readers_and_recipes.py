@@ -35,6 +35,9 @@ def test_wikisql_and_cbank_records(tmp_path, tokenizer):
     assert labels["sel"].tolist() == [[1], [0]] and labels["agg"].tolist() == [[1], [0]]
     assert labels["cond_op"].tolist() == [[2], [0]] and labels["conn"].tolist() == [1, 0]
     assert labels["cond_start"].tolist() == [[2], [4]] and labels["cond_end"].tolist() == [[2], [4]]
+    (tmp_path / "op.jsonl").write_text(json.dumps(dict(wikisql, sql={"sel": 0, "agg": 0, "conds": [[0, 3, "x"]]})))
+    with pytest.raises(ValueError, match="operator ids must be 0-2"):
+        read_examples(tmp_path / "op.jsonl", read_tables(tmp_path / "t.jsonl"))
     bad = dict(cbank, struct_question=[9] * 8)
     (tmp_path / "bad.jsonl").write_text(json.dumps(bad) + "\n")
     with pytest.raises(ValueError, match="bad.jsonl:1: struct_question names a column outside 0..2"):

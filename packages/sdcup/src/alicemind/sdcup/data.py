@@ -48,6 +48,9 @@ def read_tables(path: str | Path) -> dict[str, Table]:
 def parse_sql(record: dict[str, Any]) -> SqlQuery:
     """A ``sql`` record in either vocabulary (an int ``sel`` means WikiSQL)."""
     if isinstance(record.get("sel"), int):
+        ops = [int(o) for _, o, *_ in record.get("conds") or []]
+        if any(o not in WIKISQL_OP_TO_OURS for o in ops) or int(record["agg"]) not in WIKISQL_AGG_TO_OURS:
+            raise ValueError(f"WikiSQL sql {record}: operator ids must be 0-2 (= > <) and agg ids 0-5")
         conds = [(c, WIKISQL_OP_TO_OURS[int(o)], v) for c, o, v, *_ in record.get("conds") or []]
         return SqlQuery([record["sel"]], [WIKISQL_AGG_TO_OURS[int(record["agg"])]], conds, 1 if conds else 0)
     return SqlQuery.from_dict(record)
