@@ -197,3 +197,13 @@ def test_finetune_verb_trains_a_converted_model(converted, tmp_path, capsys):
     assert trained.config.model_type == "plug" and trained.config.num_hidden_layers == 2
     before = PlugForConditionalGeneration.from_pretrained(converted)
     assert not torch.equal(trained.decoder.layers[0].ffn.fc_in.weight, before.decoder.layers[0].ffn.fc_in.weight)
+
+
+def test_download_explains_the_application_step_and_list_shows_the_release(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ALICEMIND_CACHE", str(tmp_path))
+    monkeypatch.delenv("ALICEMIND_OFFLINE", raising=False)
+    assert main(["plug", "download", "plug.27b"]) == 2
+    err = capsys.readouterr().err
+    assert "alice-mind.com" in err and "plug_model.tar.gz" in err and str(tmp_path) in err
+    assert main(["list"]) == 0
+    assert "plug.27b" in capsys.readouterr().out
