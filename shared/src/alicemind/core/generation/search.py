@@ -19,13 +19,13 @@ def _next_tokens(scores: StepScores, config: GenerationConfig, generator: torch.
     A row whose every token is banned (n-gram blocking can do that) gets EOS, so it ends instead of failing.
     """
     best, tokens = scores.allowed.max(dim=-1)
+    # Masking rows that are not dead changes nothing, so no host sync asks whether any row is dead.
     dead = torch.isneginf(best)
-    any_dead = bool(dead.any())
     if config.do_sample:
-        logits = scores.allowed.masked_fill(dead.unsqueeze(1), 0.0) if any_dead else scores.allowed
+        logits = scores.allowed.masked_fill(dead.unsqueeze(1), 0.0)
         probs = sampling_logits(logits, config.temperature, config.top_k, config.top_p).softmax(dim=-1)
         tokens = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-    if any_dead and config.eos_ids:
+    if config.eos_ids:
         tokens = tokens.masked_fill(dead, config.eos_ids[0])
     return tokens
 
@@ -89,9 +89,10 @@ def greedy_or_sample(
             done = torch.ones(rows, dtype=torch.bool, device=tokens.device)
             done[active] = finished
             streamer.put(new_ids, done)
-        if bool(finished.all()):
+        done_rows = int(finished.sum())  # the one host sync of a step: the stop check
+        if done_rows == finished.numel():
             break
-        if bool(finished.any()):
+        if done_rows:
             keep = (~finished).nonzero().squeeze(1)
             cache = model.reorder_cache(cache, keep)
             active, tokens = active[keep], tokens[keep]
