@@ -86,3 +86,14 @@ def test_alicemind_list_shows_recipes_and_checkpoints(capsys):
     block = out[out.index("sdcup") :].split("\n\n")[0]
     assert "cbank" in block and "wikisql" in block and "pretrain" in block
     assert "sdcup.ch.base" in block and "sdcup.ch.large" in block
+
+
+def test_convert_hf_refuses_a_foreign_folder_before_any_work(model_dir, tmp_path, capsys):
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("mine\n")
+    argv = ["sdcup", "convert", str(model_dir), str(tmp_path / "out"), "--model-class", "nl2sql", "--hf", str(foreign)]
+    _one_line_error(capsys, main(argv), "notes")
+    assert sorted(p.name for p in foreign.iterdir()) == ["thesis.tex"] and not (tmp_path / "out").exists()
+    assert main([*argv, "--overwrite"]) == 0
+    assert (foreign / "model.safetensors").is_file()

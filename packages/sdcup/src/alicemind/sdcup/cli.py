@@ -30,6 +30,8 @@ def _convert_to(src: Path, dst: Path, kind: str, overwrite: bool, hf: str | None
     from alicemind.core.io import check_replaceable
 
     check_replaceable(dst, overwrite=overwrite)
+    if hf:  # refuse before any work, as for DST
+        check_replaceable(Path(hf), overwrite=overwrite)
     model = _load(kind, src, prog)
     model.save_pretrained(dst, overwrite=overwrite)
     print(f"read {src} ({model.source_format} format, {model.num_parameters():,} parameters) -> wrote {dst}")
@@ -37,7 +39,7 @@ def _convert_to(src: Path, dst: Path, kind: str, overwrite: bool, hf: str | None
         from alicemind.sdcup.convert import HF_EXPORT_NOTE, export_huggingface_bert
 
         encoder = model if kind == "encoder" else model.sdcup
-        export_huggingface_bert(encoder, hf)
+        export_huggingface_bert(encoder, hf, overwrite=overwrite)
         print(f"wrote Hugging Face BERT to {hf}: {HF_EXPORT_NOTE}")
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from alicemind.core.checkpoint import CheckpointError, load_state_dict_file, rename_keys
+from alicemind.core.checkpoint.bert_names import CORE_TO_BERT_LAYER
 from alicemind.core.modeling import LoadedCheckpoint
 from alicemind.sdcup.config import SdcupConfig
 
@@ -155,14 +156,7 @@ def read_sdcup_checkpoint(cls, path: Path, **overrides: Any) -> LoadedCheckpoint
 OURS_TO_HF = [
     (r"^embeddings\.norm\.weight$", "embeddings.LayerNorm.weight"),
     (r"^embeddings\.norm\.bias$", "embeddings.LayerNorm.bias"),
-    (r"^encoder\.layers\.(\d+)\.self_attn\.q_proj\.", r"encoder.layer.\1.attention.self.query."),
-    (r"^encoder\.layers\.(\d+)\.self_attn\.k_proj\.", r"encoder.layer.\1.attention.self.key."),
-    (r"^encoder\.layers\.(\d+)\.self_attn\.v_proj\.", r"encoder.layer.\1.attention.self.value."),
-    (r"^encoder\.layers\.(\d+)\.self_attn\.out_proj\.", r"encoder.layer.\1.attention.output.dense."),
-    (r"^encoder\.layers\.(\d+)\.self_attn_norm\.", r"encoder.layer.\1.attention.output.LayerNorm."),
-    (r"^encoder\.layers\.(\d+)\.ffn\.fc_in\.", r"encoder.layer.\1.intermediate.dense."),
-    (r"^encoder\.layers\.(\d+)\.ffn\.fc_out\.", r"encoder.layer.\1.output.dense."),
-    (r"^encoder\.layers\.(\d+)\.ffn_norm\.", r"encoder.layer.\1.output.LayerNorm."),
+    *CORE_TO_BERT_LAYER,
 ]
 HF_EXPORT_NOTE = (
     "Exported from SDCUP (UER BERT). Hugging Face BertModel normalises with sqrt(var + eps); SDCUP with std + eps "
@@ -172,8 +166,11 @@ HF_EXPORT_NOTE = (
 )
 
 
-def export_huggingface_bert(encoder, directory: str | Path) -> Path:
-    """Write a Hugging Face ``BertModel`` folder (config.json with the arithmetic note, model.safetensors)."""
+def export_huggingface_bert(encoder, directory: str | Path, *, overwrite: bool = False) -> Path:
+    """Write a Hugging Face ``BertModel`` folder (config.json with the arithmetic note, model.safetensors).
+
+    ``overwrite``: replace a folder that holds files other than a model's (otherwise that is an error).
+    """
     from alicemind.core.checkpoint import save_safetensors
     from alicemind.core.io import atomic_folder
 
@@ -190,7 +187,7 @@ def export_huggingface_bert(encoder, directory: str | Path) -> Path:
         "position_embedding_type": "absolute", "alicemind_note": HF_EXPORT_NOTE,
     }  # fmt: skip
     path = Path(directory)
-    with atomic_folder(path, overwrite=True) as staging:
+    with atomic_folder(path, overwrite=overwrite) as staging:
         (staging / "config.json").write_text(json.dumps(hf, indent=2) + "\n", encoding="utf-8")
         save_safetensors(tensors, staging / "model.safetensors", metadata={"format": "pt"})
     return path
