@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_model
 
 from alicemind.core.ops.compiling import trace_calls
 
@@ -35,8 +34,8 @@ def _sources(vocab: int):
 
 @pytest.mark.parametrize("padding_free", [False, True])
 @pytest.mark.parametrize("arch", ARCHS[:2])
-def test_encoder_traces_once(arch, padding_free):
-    model = tiny_model(arch, padding_free=padding_free)
+def test_encoder_traces_once(arch, padding_free, make_model):
+    model = make_model(arch, padding_free=padding_free)
     calls = _sources(model.config.vocab_size)
     with torch.no_grad():
         trace = trace_calls(model.encode, calls)
@@ -47,8 +46,8 @@ def test_encoder_traces_once(arch, padding_free):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_training_loss_traces_once_with_its_backward(arch):
-    model = tiny_model(arch, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, dec_dropout=0.0).train()
+def test_training_loss_traces_once_with_its_backward(arch, make_model):
+    model = make_model(arch, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, dec_dropout=0.0).train()
     calls = []
     for seed, (ids, mask) in enumerate(_sources(model.config.vocab_size)):
         labels = torch.randint(5, model.config.vocab_size, (2, 5), generator=torch.Generator().manual_seed(seed))
@@ -73,8 +72,8 @@ def test_training_loss_traces_once_with_its_backward(arch):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_decode_steps_trace_the_prompt_once_and_all_later_steps_once(arch):
-    model = tiny_model(arch)
+def test_decode_steps_trace_the_prompt_once_and_all_later_steps_once(arch, make_model):
+    model = make_model(arch)
     ids, mask = _sources(model.config.vocab_size)[0]
     steps = [torch.full((2, 3), 7)] + [torch.full((2, 1), 8 + i) for i in range(5)]
 
