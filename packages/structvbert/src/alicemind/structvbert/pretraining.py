@@ -86,7 +86,7 @@ def stage_losses(model, batches: Sequence[Mapping[str, torch.Tensor]]) -> dict[s
     return {k: v / len(batches) for k, v in sums.items()}
 
 
-def _stage_collator(recipe, stage, tokenizer, features, answers, max_length, seed):
+def _stage_collator(recipe, stage, tokenizer, features, answers, max_length, seed, image_sentences=None):
     masking = dict(recipe.get("masking") or {})
     regions = None
     if not stage.get("text_only"):
@@ -95,7 +95,7 @@ def _stage_collator(recipe, stage, tokenizer, features, answers, max_length, see
                                  mask_padded_regions=bool(recipe.get("mask_padded_regions")),
                                  warn_on_cut=False)  # fmt: skip
     collate = PretrainCollator(tokenizer, regions, stage.get("tasks") or ["mlm"], answers=answers, seed=seed,
-                               **masking)  # fmt: skip
+                               image_sentences=image_sentences, **masking)  # fmt: skip
     collate.max_length = max_length
     return collate
 
@@ -130,6 +130,9 @@ def run_pretraining(recipe: dict[str, Any], *, progress_bar: bool = True) -> Pre
         if not examples:
             raise CliError("no corpus example has its image in the feature cache")
     answers = build_answer_vocab([e["label"] for e in examples if e.get("label")])
+    image_sentences: dict[str, set[str]] = {}  # every sentence each image is paired with: never its ITM negative
+    for e in examples:
+        image_sentences.setdefault(e.get("img_id"), set()).add(e["sent"])
     base_training = dict(recipe.get("training") or {})
     seed_everything(int(base_training.get("seed", 42)))
     model = _build_model(recipe, tokenizer, answers, features)
@@ -149,13 +152,15 @@ def run_pretraining(recipe: dict[str, Any], *, progress_bar: bool = True) -> Pre
         cfg = TrainingConfig.from_dict(training)
         cfg.output_dir = str(output_dir / f"stage-{stage['name']}")
         seed = cfg.seed + index
-        eval_collate = _stage_collator(recipe, stage, tokenizer, features, answers, max_length, seed=10_000 + seed)
+        eval_collate = _stage_collator(recipe, stage, tokenizer, features, answers, max_length, seed=10_000 + seed,
+                                       image_sentences=image_sentences)  # fmt: skip
         batch_size = cfg.per_device_batch_size or 32
         stage_eval, stage_train = eval_set, train_set
         if stage.get("text_only") and text_only:
             stage_eval, stage_train = text_only[:held_out] or text_only, text_only[held_out:] or text_only
         eval_batches = [eval_collate(stage_eval[i : i + batch_size]) for i in range(0, len(stage_eval), batch_size)]
-        collate = _stage_collator(recipe, stage, tokenizer, features, answers, max_length, seed=seed)
+        collate = _stage_collator(recipe, stage, tokenizer, features, answers, max_length, seed=seed,
+                                  image_sentences=image_sentences)  # fmt: skip
         loader = DataLoader(stage_train, batch_size=batch_size, shuffle=True, collate_fn=collate,
                             generator=torch.Generator().manual_seed(seed))  # fmt: skip
         initial = stage_losses(model, eval_batches)

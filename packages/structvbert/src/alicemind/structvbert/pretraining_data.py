@@ -5,7 +5,7 @@ classification of detector object/attribute labels, itm = image-text matching, q
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -72,13 +72,16 @@ def choose_regions(boxes: np.ndarray, rng: random.Random, *, rate: float, iou_th
 class PretrainCollator:
     """Examples ``{"img_id", "sent"(, "label")}`` -> one batch with the labels of ``tasks``.
 
-    ``itm`` pairs a sentence with another example's image at ``mismatch_prob`` (label 0); ``qa`` gives soft
-    answer scores for matched examples with a question and rows of -1 elsewhere; ``text_only`` drops the regions
-    (the talk's text-only first stage)."""
+    ``itm`` pairs an example's image with another image's sentence at ``mismatch_prob`` (label 0), never with a
+    sentence the image itself is paired with: not in the batch, nor in ``image_sentences`` (img_id -> its
+    sentences over the whole corpus), so a shared question or a duplicate caption is not a "mismatch" no model
+    could tell; ``qa`` gives soft answer scores for matched examples with a question and rows of -1 elsewhere;
+    ``text_only`` drops the regions (the talk's text-only first stage)."""
 
     def __init__(self, tokenizer, regions: RegionCollator | None, tasks: Sequence[str], *, answers: Sequence[str] = (),
                  word_mask_rate: float = 0.15, whole_word_mask: bool = True, obj_mask_rate: float = 0.15,
-                 overlap_iou: float | None = 0.5, mismatch_prob: float = 0.5, seed: int = 0):  # fmt: skip
+                 overlap_iou: float | None = 0.5, mismatch_prob: float = 0.5, seed: int = 0,
+                 image_sentences: Mapping[str, Collection[str]] | None = None):  # fmt: skip
         unknown = set(tasks) - set(PRETRAIN_TASKS)
         if unknown:
             raise ValueError(f"unknown pre-training task(s) {sorted(unknown)}; known: {PRETRAIN_TASKS}")
@@ -86,6 +89,7 @@ class PretrainCollator:
         self.answer_index = {a: i for i, a in enumerate(answers)}
         self.word_mask_rate, self.whole_word_mask = word_mask_rate, whole_word_mask
         self.obj_mask_rate, self.overlap_iou, self.mismatch_prob = obj_mask_rate, overlap_iou, mismatch_prob
+        self.image_sentences = {k: set(v) for k, v in (image_sentences or {}).items()}
         self.rng = random.Random(seed)
         self.mask_id = tokenizer.convert_tokens_to_ids("[MASK]")
         self.special = set(tokenizer.all_special_ids)
@@ -97,12 +101,15 @@ class PretrainCollator:
         matched = [1] * len(examples)
         sentences = [e["sent"] for e in examples]
         if "itm" in self.tasks and self.regions is not None:
+            own: dict[str, set[str]] = {}
+            for e in examples:
+                own.setdefault(e["img_id"], set(self.image_sentences.get(e["img_id"], ()))).add(e["sent"])
             for i, example in enumerate(examples):
-                # A negative takes a sentence of another image that differs from this one's (the same question
-                # text on two images would be a "mismatch" no model could tell).
-                others = [
-                    e["sent"] for e in examples if e["img_id"] != example["img_id"] and e["sent"] != example["sent"]
-                ]
+                # A negative takes a sentence of another image that this image is not paired with anywhere (the
+                # same question text on two images, or two images' identical captions, would be a "mismatch" no
+                # model could tell).
+                mine = own[example["img_id"]]
+                others = [e["sent"] for e in examples if e["img_id"] != example["img_id"] and e["sent"] not in mine]
                 if others and rng.random() < self.mismatch_prob:
                     sentences[i], matched[i] = rng.choice(others), 0
         ids = self.tokenizer(sentences, truncation=True, max_length=self.max_length)["input_ids"]
