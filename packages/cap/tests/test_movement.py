@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from alicemind.cap import MaskedLinear, MovementPruner, cubic_threshold, export_pruned, load_pruned
+from alicemind.cap.movement import topk_mask
 
 
 def test_cubic_schedule_at_every_step():
@@ -137,3 +138,26 @@ def test_unstructured_export_saves_masked_weights_and_report(tiny, collate, tmp_
         torch.testing.assert_close(loaded(**batch)["logits"], masked)
     reloaded = tiny.core_cls.from_pretrained(tmp_path / "sparse")  # the class's own strict loader reads it too
     torch.testing.assert_close(reloaded.encoder.layers[0].self_attn.q_proj.weight, w)
+
+
+def test_mask_follows_the_scores_under_fused_adamw_at_a_constant_threshold(tiny):
+    # Fused AdamW updates parameters without bumping their version counter; after the schedule reaches its final
+    # sparsity the threshold no longer changes either, so only set_step can tell the mask that the scores moved.
+    from alicemind.core.ops import build_optimizer
+
+    model = tiny.core()
+    pruner = MovementPruner(model, final_sparsity=0.5, total_steps=4, warmup_steps=0, initial_warmup=0,
+                            final_warmup=0)  # fmt: skip
+    pruner.set_step(4)
+    layer = next(iter(pruner.masked.values()))
+    before = layer.compute_mask().detach().clone()
+    scores = layer.mask_scores
+    optimizer = build_optimizer([{"params": [scores], "weight_decay": 0.0}], lr=1.0)
+    assert optimizer.defaults.get("fused")
+    version = scores._version
+    scores.grad = -torch.randn_like(scores)  # a step that moves every score by about lr, in random directions
+    optimizer.step()
+    assert scores._version == version  # what made the cached mask stale
+    pruner.set_step(4)
+    after = layer.compute_mask().detach()
+    assert torch.equal(after, topk_mask(scores.detach(), 0.5)) and not torch.equal(after, before)

@@ -207,6 +207,9 @@ class MovementPruner:
         for layer in self.masked.values():
             layer.threshold = value
             layer.hard_mask = None
+            # Fused AdamW updates parameters without bumping their version counter, so the per-layer cache cannot
+            # see that the scores moved: a new step always recomputes the mask.
+            layer._cache = None
         if self.scope == "global" and self.method != "sigmoied_threshold":
             self._global_masks(value)
 
