@@ -48,7 +48,11 @@ def bench_vit(args, device, sync):
                               hidden_act="quick_gelu", attn_implementation="sdpa")  # fmt: skip
     hf = CLIPVisionModel(hf_cfg).eval()
     prefix = "vision_model." if next(iter(hf.state_dict())).startswith("vision_model.") else ""
-    hf.load_state_dict(core_to_hf_clip_vision(ours.state_dict(), prefix), strict=False)
+    # Not lenient: strict=False only because HF keeps a non-persistent-looking position_ids buffer; anything else
+    # missing or unexpected means the two models would not hold the same weights.
+    missing, unexpected = hf.load_state_dict(core_to_hf_clip_vision(ours.state_dict(), prefix), strict=False)
+    if unexpected or not all(k.endswith("position_ids") for k in missing):
+        raise SystemExit(f"CLIP key map does not match CLIPVisionModel: missing {missing}, unexpected {unexpected}")
     hf = hf.to(device)
     pixels = torch.randn(args.batch, 3, args.res, args.res, device=device)
     with torch.no_grad():
