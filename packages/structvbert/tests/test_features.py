@@ -116,3 +116,16 @@ def test_bad_rows_give_one_clear_error_and_no_cache(tmp_path):
     )
     _bad(tmp_path, [good, good], r"image 'ok' appears twice")
     _bad(tmp_path, [good, "short\t1\t2"], r"bad\.tsv:2: expected 10 tab-separated fields")
+
+
+def test_a_foreign_folder_is_never_replaced_by_a_cache(tmp_path):
+    tsv = write_tsv(tmp_path / "val2014.tsv", [tsv_row(i, f, b, h, w) for i, f, b, h, w in _images()])
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me\n")
+    for rebuild in (False, True):
+        with pytest.raises(RegionFeatureError, match="not a region-feature cache"):
+            RegionFeatures.build(tsv, foreign, rebuild=rebuild, progress_bar=False)
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
+    (tmp_path / "empty").mkdir()
+    assert RegionFeatures.build(tsv, tmp_path / "empty", progress_bar=False).ids()

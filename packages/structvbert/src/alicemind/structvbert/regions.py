@@ -78,6 +78,11 @@ class RegionFeatures:
         sources = [sources] if isinstance(sources, (str, Path)) else list(sources)
         if not sources:
             raise RegionFeatureError("no feature sources given")
+        if target.is_dir() and not (target / INDEX_NAME).is_file() and any(target.iterdir()):
+            # Only a cache of ours is ever replaced (``rebuild``); a folder of someone else's files is not.
+            raise RegionFeatureError(
+                f"{target} holds files but is not a region-feature cache; give a new or empty folder"
+            )
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
         try:
