@@ -35,3 +35,7 @@ __all__ = [
     "load_tokenizer",
     "read_any_checkpoint",
 ]
+
+from alicemind.core.interop import register_when_transformers_imported as _register_hf
+
+_register_hf("alicemind.palm.hf")  # AutoConfig/AutoModel... know "palm" once transformers is imported
