@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from alicemind.core.cli import CliError
+from alicemind.core.cli.compiling import inference_buckets, maybe_optimize
 from alicemind.core.data import (
     DataCollatorWithPadding,
     Example,
@@ -170,10 +171,10 @@ def encode_examples(
     return features
 
 
-def _collator(tokenizer: StructBertTokenizer) -> DataCollatorWithPadding:
+def _collator(tokenizer: StructBertTokenizer, max_length: int | None = None) -> DataCollatorWithPadding:
     # Labels are floats for every task (regression values and class ids alike) so that mixed-task batches stack;
-    # the model casts class ids back to long.
-    return DataCollatorWithPadding(tokenizer.pad_token_id)
+    # the model casts class ids back to long. Under --compile, widths fall into a few buckets (one graph each).
+    return DataCollatorWithPadding(tokenizer.pad_token_id, bucket_lengths=inference_buckets(max_length))
 
 
 @torch.no_grad()
@@ -217,7 +218,7 @@ def evaluate_tasks(
     """Metrics per task on ``split`` (or on the labelled ``input_file``, for a one-task model) and, per task, its
     examples with the raw model outputs."""
     metrics, outputs = {}, {}
-    collate = _collator(tokenizer)
+    collate = _collator(tokenizer, max_seq_length)
     if input_file is not None and len(tasks) != 1:
         raise CliError(f"--input evaluates a one-task model; this one has {len(tasks)} tasks (use --data-dir)")
     for task_id, task in enumerate(tasks):
@@ -276,9 +277,9 @@ def saved_tasks(model_dir: str | Path) -> tuple[list[TaskSpec], dict[str, Any]]:
 
 
 def load_finetuned(model_dir: str | Path) -> tuple[StructBertForSequenceClassification, list[TaskSpec]]:
-    """A folder written by :func:`run_finetune`: the model and the task of each head."""
+    """A folder written by :func:`run_finetune`: the model (compiled under ``--compile``) and each head's task."""
     tasks, _ = saved_tasks(model_dir)
-    return StructBertForSequenceClassification.from_pretrained(Path(model_dir)), tasks
+    return maybe_optimize(StructBertForSequenceClassification.from_pretrained(Path(model_dir))), tasks
 
 
 def describe_heads(config: StructBertConfig, tasks: Sequence[TaskSpec]) -> None:
@@ -507,7 +508,7 @@ def run_predict(model_dir, data_dir, output_dir: str | Path, *, batch_size: int 
     model, tasks = load_finetuned(model_dir)
     _, info = saved_tasks(model_dir)
     tokenizer = load_tokenizer(None, model_dir)
-    collate = _collator(tokenizer)
+    collate = _collator(tokenizer, info.get("max_seq_length", 128))
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     written = []

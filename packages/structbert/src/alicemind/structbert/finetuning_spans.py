@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from alicemind.core.cli import CliError
+from alicemind.core.cli.compiling import inference_buckets, maybe_optimize
 from alicemind.core.data import (
     DataCollatorWithPadding,
     QAExample,
@@ -99,8 +100,11 @@ def encode_questions(
 _MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask", "labels", "start_positions", "end_positions")
 
 
-def _loader(features, tokenizer, batch_size: int, shuffle: bool) -> DataLoader:
-    collate = DataCollatorWithPadding(tokenizer.pad_token_id)
+def _loader(features, tokenizer, batch_size: int, shuffle: bool, max_length: int | None = None) -> DataLoader:
+    # Evaluation batches under --compile fall into a few bucket widths up to max_length (one graph each);
+    # training batches are never bucketed.
+    buckets = None if shuffle else inference_buckets(max_length)
+    collate = DataCollatorWithPadding(tokenizer.pad_token_id, bucket_lengths=buckets)
     rows = [{k: v for k, v in f.items() if k in _MODEL_INPUTS} for f in features]
     return DataLoader(rows, batch_size=batch_size, shuffle=shuffle, collate_fn=collate)
 
@@ -112,7 +116,8 @@ def _outputs(model, features, tokenizer, batch_size: int) -> list[Any]:
     model.eval()
     device = next(model.parameters()).device
     out: list[Any] = []
-    for batch in _loader(features, tokenizer, batch_size, shuffle=False):
+    for batch in _loader(features, tokenizer, batch_size, shuffle=False,
+                         max_length=model.config.max_position_embeddings):  # fmt: skip
         batch = {k: v for k, v in move_to_device(batch, device).items() if k in ("input_ids", "token_type_ids",
                                                                                    "attention_mask")}  # fmt: skip
         logits = model(**batch).logits
@@ -245,7 +250,7 @@ def load_span_model(model_dir: str | Path):
 
     config = StructBertConfig.from_json_file(Path(model_dir) / "config.json")
     spec = (config.task_specs or [{}])[0]
-    model = _model_class(spec["kind"]).from_pretrained(Path(model_dir))
+    model = maybe_optimize(_model_class(spec["kind"]).from_pretrained(Path(model_dir)))  # under --compile
     return model, load_tokenizer(None, model_dir), spec
 
 

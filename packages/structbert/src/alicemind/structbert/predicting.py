@@ -97,8 +97,8 @@ def run_predict_stream(
     task = tasks[task_id]
     model, _ = load_finetuned(model_dir)
     tokenizer = load_tokenizer(None, model_dir)
-    collate = _collator(tokenizer)
     max_len = info.get("max_seq_length", 128)
+    collate = _collator(tokenizer, max_len)
     fmt = input_format(input_path, fmt)
     count = 0
     with open_stream(input_path, "r") as source, open_stream(output_path, "w") as sink:

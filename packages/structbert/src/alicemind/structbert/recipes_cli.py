@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from alicemind.core.cli import CliError, add_recipe_arguments, add_run_arguments, run_recipe_from_args
+from alicemind.core.cli.compiling import add_compile_arguments, compile_scope
 
 
 def _pretrain(args: argparse.Namespace) -> int:
@@ -96,6 +97,7 @@ def _model_args(parser: argparse.ArgumentParser, output_help: str, input_help: s
     parser.add_argument("--input", help=input_help)
     parser.add_argument("--output", help=output_help)
     parser.add_argument("--batch-size", type=int, default=32)
+    add_compile_arguments(parser)
 
 
 def add_parser(verbs) -> None:
@@ -126,7 +128,7 @@ def add_parser(verbs) -> None:
     _model_args(evaluate, "metrics JSON path (default: eval_<split>.json beside the model folder)",
                 "a labelled file laid out as the training file (instead of --data-dir)")  # fmt: skip
     evaluate.add_argument("--split", default="dev", help="dev (default), dev_mismatched, train, ...")
-    evaluate.set_defaults(func=_evaluate)
+    evaluate.set_defaults(func=compile_scope(_evaluate))
 
     predict = verbs.add_parser(
         "predict",
@@ -138,7 +140,7 @@ def add_parser(verbs) -> None:
                 "rows to label: TSV/CSV/JSONL laid out as the training file (a header optional), or - for stdin")  # fmt: skip
     predict.add_argument("--format", choices=("tsv", "csv", "jsonl"), help="input format (default: from suffix)")
     predict.add_argument("--task", help="which task of a multi-task model to predict")
-    predict.set_defaults(func=_predict)
+    predict.set_defaults(func=compile_scope(_predict))
 
     reproduce = verbs.add_parser(
         "reproduce",

@@ -22,6 +22,10 @@ class DataCollatorWithPadding:
     ``pad_token_id``, label fields (``labels``, ``*_labels``) with -100, everything else with 0. An
     ``attention_mask`` (1 = real token) is built from the ``input_ids`` lengths unless the features carry one.
     Scalar fields are stacked. Integer fields become int64 tensors, floating ones float32.
+
+    ``bucket_lengths`` (opt-in, e.g. core.ops.compiling's ``DEFAULT_BUCKETS``) pads the batch width up to the
+    smallest bucket that holds it (a multiple of the largest beyond it), so a compiled model sees a handful of
+    shapes; ``pad_to_multiple_of`` then rounds that up. The new positions are padding, masked like any other.
     """
 
     def __init__(
@@ -31,9 +35,15 @@ class DataCollatorWithPadding:
         pad_to_multiple_of: int | None = None,
         label_pad_id: int = LABEL_PAD_ID,
         padding_values: Mapping[str, int | float] | None = None,
+        bucket_lengths: Sequence[int] | None = None,
     ) -> None:
         if pad_to_multiple_of is not None and pad_to_multiple_of < 1:
             raise ValueError(f"pad_to_multiple_of must be a positive integer, got {pad_to_multiple_of}")
+        if bucket_lengths is not None:
+            bucket_lengths = tuple(bucket_lengths)
+            if not bucket_lengths or list(bucket_lengths) != sorted(set(bucket_lengths)) or bucket_lengths[0] < 1:
+                raise ValueError(f"bucket_lengths must be increasing positive lengths, got {list(bucket_lengths)}")
+        self.bucket_lengths = bucket_lengths
         self.pad_token_id = pad_token_id
         self.pad_to_multiple_of = pad_to_multiple_of
         self.label_pad_id = label_pad_id
@@ -74,6 +84,10 @@ class DataCollatorWithPadding:
 
     def _pad(self, key: str, values: list[np.ndarray]) -> torch.Tensor:
         width = max(len(v) for v in values)
+        if self.bucket_lengths:
+            from alicemind.core.ops.compiling import bucket_length
+
+            width = bucket_length(max(width, 1), self.bucket_lengths)
         if self.pad_to_multiple_of:
             width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
         dtype = _dtype_for(values)
