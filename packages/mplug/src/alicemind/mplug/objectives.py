@@ -83,22 +83,36 @@ class ContrastiveMixin(MPlugPreTrainedModel):
         _, fused_text = self.fusion_encoder(text, text_mask, image, image_mask)
         return self.itm_head(fused_text[:, 0])
 
-    def itm_loss(self, image, image_mask, text, attention_mask, idx, sim_i2t, sim_t2i, generator=None):
-        """Positives plus one hard negative text per image and one image per text, drawn by similarity."""
+    def itm_loss(self, image, image_mask, text, attention_mask, idx, sim_i2t, sim_t2i, generator=None, input_ids=None):
+        """Positives plus one hard negative text per image and one image per text, drawn by similarity.
+
+        A negative is never of the same ``idx`` nor, when ``input_ids`` are given, a row with the very same text
+        (two images' identical captions would be a "mismatch" no model could tell); a row with no such negative
+        in the batch gets none. Returns ``(loss, logits, labels)``."""
         b = image.shape[0]
         with torch.no_grad():
             same = torch.eq(idx.view(-1, 1), idx.view(1, -1))
+            if input_ids is not None:
+                same |= self.identical_rows(input_ids, attention_mask)
+            has_neg = (~same).any(1)
             w_i2t = F.softmax(sim_i2t[:, :b].float(), 1).masked_fill(same, 0) + 1e-9 * (~same)
             w_t2i = F.softmax(sim_t2i[:, :b].float(), 1).masked_fill(same, 0) + 1e-9 * (~same)
-            neg_text = torch.multinomial(w_i2t, 1, generator=generator).view(-1)
-            neg_image = torch.multinomial(w_t2i, 1, generator=generator).view(-1)
-        images = torch.cat([image, image, image[neg_image]])
-        image_masks = torch.cat([image_mask] * 3)
-        texts = torch.cat([text, text[neg_text], text])
-        text_masks = torch.cat([attention_mask, attention_mask[neg_text], attention_mask])
+            rows = has_neg.nonzero().view(-1)
+            neg_text = torch.multinomial(w_i2t[rows], 1, generator=generator).view(-1)
+            neg_image = torch.multinomial(w_t2i[rows], 1, generator=generator).view(-1)
+        images = torch.cat([image, image[rows], image[neg_image]])
+        image_masks = torch.cat([image_mask, image_mask[rows], image_mask[neg_image]])
+        texts = torch.cat([text, text[neg_text], text[rows]])
+        text_masks = torch.cat([attention_mask, attention_mask[neg_text], attention_mask[rows]])
         logits = self.itm_logits(images, image_masks, texts, text_masks)
-        labels = torch.cat([torch.ones(b), torch.zeros(2 * b)]).long().to(logits.device)
-        return F.cross_entropy(logits, labels), logits
+        labels = torch.cat([torch.ones(b), torch.zeros(2 * len(rows))]).long().to(logits.device)
+        return F.cross_entropy(logits, labels), logits, labels
+
+    @staticmethod
+    def identical_rows(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """``[B, B]`` True where two rows hold the same tokens (padding ignored)."""
+        ids = input_ids.masked_fill(attention_mask == 0, -1)
+        return (ids[:, None, :] == ids[None, :, :]).all(-1)
 
 
 class MPlugForRetrieval(ContrastiveMixin):
@@ -112,7 +126,7 @@ class MPlugForRetrieval(ContrastiveMixin):
         image, image_mask = self.encode_image(pixel_values)
         text = self.encode_text(input_ids, attention_mask)
         itc, sim_i2t, sim_t2i = self.itc_loss(pixel_values, image, text, input_ids, attention_mask, idx, alpha)
-        itm, _ = self.itm_loss(image, image_mask, text, attention_mask, idx, sim_i2t, sim_t2i)
+        itm, *_ = self.itm_loss(image, image_mask, text, attention_mask, idx, sim_i2t, sim_t2i, input_ids=input_ids)
         return MPlugOutput(itc + itm, {"itc": itc.detach(), "itm": itm.detach()})
 
 
@@ -168,8 +182,8 @@ class MPlugForPreTraining(ContrastiveMixin):
             if "itc" in tasks:
                 losses["itc"] = itc
             if "itm" in tasks:
-                losses["itm"], _ = self.itm_loss(
-                    image, image_mask, text, attention_mask, idx, s_i2t, s_t2i, generator=generator
+                losses["itm"], *_ = self.itm_loss(
+                    image, image_mask, text, attention_mask, idx, s_i2t, s_t2i, generator=generator, input_ids=input_ids
                 )
         if "mlm" in tasks:
             masked, labels = mask_tokens(input_ids, attention_mask, self.config, generator=generator)
