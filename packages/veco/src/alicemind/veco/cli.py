@@ -17,6 +17,7 @@ from alicemind.core.cli import (
     run_recipe_from_args,
 )
 from alicemind.core.cli.checkpoints import add_download_arguments, fetch_released
+from alicemind.core.cli.compiling import add_compile_arguments, compile_scope, maybe_optimize
 from alicemind.core.cli.schema import Rule, register_recipe_rules
 
 PACKAGE = "veco"
@@ -104,6 +105,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.model:
         recipe["model"] = args.model
     model, tokenizer, _ = load_model(recipe)
+    model = maybe_optimize(model)
     _print_results(evaluate_languages(model, tokenizer, recipe, progress=not args.no_progress), recipe, args.output)
     return 0
 
@@ -119,6 +121,7 @@ def _translate(args: argparse.Namespace) -> int:
         raise CliError(f"input file not found: {path}", prog="alicemind veco translate")
     lines = path.read_text(encoding="utf-8").splitlines()
     model, tokenizer, _ = load_model({**recipe, "kind": "translation"})
+    model = maybe_optimize(model)
     try:
         src_tag, tgt_tag = tokenizer.lang_id(recipe["src_lang"]), tokenizer.lang_id(recipe["tgt_lang"])
     except KeyError as err:
@@ -185,14 +188,16 @@ def register(subparsers) -> None:
     p.add_argument("--model", help="checkpoint folder or registered name (default: the recipe's model)")
     p.add_argument("--output", help="also write the per-language results here (JSON)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (they go to stderr)")
-    p.set_defaults(func=_evaluate)
+    add_compile_arguments(p)
+    p.set_defaults(func=compile_scope(_evaluate))
 
     p = verbs.add_parser("translate", help="translate one sentence per input line (beam 5, the target tag as EOS)")
     p.add_argument("--model", required=True, help="NLG checkpoint folder or registered name")
     p.add_argument("--input", required=True, help="text file, one source sentence per line")
     p.add_argument("--output", help="write here instead of stdout")
     add_recipe_arguments(p, default="wmt14-en-de")
-    p.set_defaults(func=_translate)
+    add_compile_arguments(p)
+    p.set_defaults(func=compile_scope(_translate))
 
     p = verbs.add_parser(
         "reproduce", help="fine-tune + evaluate the README's XTREME or WMT14 table, ours beside the paper's"

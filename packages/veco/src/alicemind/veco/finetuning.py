@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from alicemind.core.cli.compiling import inference_buckets
 from alicemind.core.data import DataCollatorWithPadding
 from alicemind.core.io import register_saved_files
 from alicemind.core.metrics import accuracy, corpus_bleu, span_f1, squad_metrics
@@ -127,8 +128,8 @@ def build_features(kind: str, tokenizer, rows, recipe: dict[str, Any]):
     raise ValueError(f"task kind {kind!r} has no training features")
 
 
-def _collate(pad_id: int):
-    pad = DataCollatorWithPadding(pad_id)
+def _collate(pad_id: int, bucket_lengths=None):
+    pad = DataCollatorWithPadding(pad_id, bucket_lengths=bucket_lengths)
     model_keys = ("input_ids", "labels", "decoder_input_ids", "start_positions", "end_positions")
 
     def collate(features):
@@ -185,7 +186,9 @@ def average_checkpoints(model, output_dir: str | Path, last: int) -> list[int]:
 def _forward_batches(model, features, pad_id: int, batch_size: int, desc: str, progress: bool):
     model.eval()
     device = next(model.parameters()).device
-    collate = _collate(pad_id)
+    # Under --compile, batch widths fall into a few buckets (one graph each), the longest feature the last one.
+    longest = max((len(f["input_ids"]) for f in features), default=1)
+    collate = _collate(pad_id, inference_buckets(longest))
     for start in tqdm(range(0, len(features), batch_size), desc=desc, disable=not progress, leave=False):
         batch = collate(features[start : start + batch_size])
         ids = batch["input_ids"].to(device)

@@ -13,7 +13,9 @@ from collections.abc import Sequence
 
 import torch
 
+from alicemind.core.cli.compiling import inference_buckets
 from alicemind.core.generation import GenerationConfig, generate
+from alicemind.core.ops.compiling import bucket_length
 
 
 def source_ids(tokens: Sequence[int], eos_id: int, src_tag_id: int) -> list[int]:
@@ -70,10 +72,14 @@ def translate_ids(
     model.eval()
     device = next(model.parameters()).device
     pad, eos = model.config.pad_token_id, model.config.eos_token_id
+    # Under --compile, source widths fall into a few buckets (one encoder graph each), the longest source the last.
+    buckets = inference_buckets(max((len(s) for s in sources), default=1))
     outputs = []
     for start in range(0, len(sources), batch_size):
         rows = sources[start : start + batch_size]
         width = max(len(r) for r in rows)
+        if buckets:
+            width = bucket_length(width, buckets)
         ids = torch.full((len(rows), width), pad, dtype=torch.long)
         for i, r in enumerate(rows):
             ids[i, : len(r)] = torch.tensor(r)
