@@ -1,6 +1,8 @@
 """StructBERT (Wang et al., 2019): BERT with word- and sentence-structure pre-training objectives."""
 
+from alicemind.core.interop import register_family as _register_family
 from alicemind.structbert.config import StructBertConfig
+from alicemind.structbert.interop import SPEC as _SPEC
 from alicemind.structbert.model import (
     EncoderOutput,
     StructBertForMaskedLM,
@@ -13,6 +15,8 @@ from alicemind.structbert.model import (
     TaskOutput,
 )
 from alicemind.structbert.version import __version__
+
+_register_family(_SPEC)  # `alicemind export onnx` (transformers' BERT classes load the folders as they are)
 
 __all__ = [
     "EncoderOutput",

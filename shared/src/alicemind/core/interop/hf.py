@@ -9,7 +9,7 @@ A family describes itself as data (:class:`FamilySpec`: its config class and one
   ours), and returns our outputs as transformers ``ModelOutput``\\ s with the usual field names,
 
 and registers them through ``AutoConfig.register`` / ``AutoModel...register`` only (no private maps). This
-module imports transformers; families reach it through :mod:`alicemind.core.interop.hooks`.
+module imports transformers; :func:`alicemind.core.interop.register_family` reaches it through an import hook.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,40 +27,22 @@ from transformers import modeling_outputs as outs
 from transformers.utils import ModelOutput
 
 from alicemind.core.config import ModelConfig
+from alicemind.core.interop.spec import TASK_NAMES, FamilySpec, output_values
 from alicemind.core.modeling import PreTrainedModel as AliceMindModel
 
-# Task name -> (Auto class name, transformers output class, how our output's values map onto its fields).
-# A field source is an attribute of our output, or ("logits", i): item i of a tuple of logits.
-TASKS: dict[str, tuple[str, type[ModelOutput], dict[str, Any]]] = {
-    "base": (
-        "AutoModel",
-        outs.BaseModelOutputWithPooling,
-        {"last_hidden_state": "last_hidden_state", "pooler_output": "pooler_output", "hidden_states": "hidden_states"},
-    ),
-    "pretraining": ("AutoModelForPreTraining", ModelOutput, {}),
-    "masked-lm": ("AutoModelForMaskedLM", outs.MaskedLMOutput, {"loss": "loss", "logits": ("logits", 0)}),
-    "sequence-classification": (
-        "AutoModelForSequenceClassification",
-        outs.SequenceClassifierOutput,
-        {"loss": "loss", "logits": "logits", "hidden_states": "hidden_states"},
-    ),
-    "token-classification": (
-        "AutoModelForTokenClassification",
-        outs.TokenClassifierOutput,
-        {"loss": "loss", "logits": "logits", "hidden_states": "hidden_states"},
-    ),
-    "question-answering": (
-        "AutoModelForQuestionAnswering",
-        outs.QuestionAnsweringModelOutput,
-        {"loss": "loss", "start_logits": ("logits", 0), "end_logits": ("logits", 1)},
-    ),
-    "multiple-choice": ("AutoModelForMultipleChoice", outs.MultipleChoiceModelOutput, {"loss": "loss", "logits": "logits"}),
-    "seq2seq-lm": (
-        "AutoModelForSeq2SeqLM",
-        outs.Seq2SeqLMOutput,
-        {"loss": "loss", "logits": "logits", "encoder_last_hidden_state": "encoder_hidden_state"},
-    ),
+# Task -> (transformers Auto class, output class); the fields and their sources are spec.TASK_OUTPUTS.
+TASKS: dict[str, tuple[str, type[ModelOutput]]] = {
+    "base": ("AutoModel", outs.BaseModelOutputWithPooling),
+    "pretraining": ("AutoModelForPreTraining", ModelOutput),
+    "masked-lm": ("AutoModelForMaskedLM", outs.MaskedLMOutput),
+    "sequence-classification": ("AutoModelForSequenceClassification", outs.SequenceClassifierOutput),
+    "token-classification": ("AutoModelForTokenClassification", outs.TokenClassifierOutput),
+    "question-answering": ("AutoModelForQuestionAnswering", outs.QuestionAnsweringModelOutput),
+    "multiple-choice": ("AutoModelForMultipleChoice", outs.MultipleChoiceModelOutput),
+    "seq2seq-lm": ("AutoModelForSeq2SeqLM", outs.Seq2SeqLMOutput),
 }
+if set(TASKS) != set(TASK_NAMES):
+    raise RuntimeError(f"interop.hf knows tasks {sorted(TASKS)}, interop.spec {sorted(TASK_NAMES)}")
 # Keyword arguments transformers' Auto classes and pipelines pass that mean nothing for a local folder.
 _HUB_KWARGS = frozenset(
     {
@@ -82,28 +63,12 @@ _HUB_KWARGS = frozenset(
 )
 
 
-@dataclasses.dataclass(frozen=True)
-class FamilySpec:
-    """What a family registers: its config class and, per task name of :data:`TASKS`, its model class."""
-
-    config_class: type[ModelConfig]
-    models: Mapping[str, type[AliceMindModel]]
-    # model_type under which transformers knows the family; our config's model_type unless that is a peer's.
-    model_type: str = ""
-    is_encoder_decoder: bool = False
-
-    def __post_init__(self) -> None:
-        unknown = sorted(set(self.models) - set(TASKS))
-        if unknown:
-            raise ValueError(f"unknown task(s) {unknown}; known: {sorted(TASKS)}")
-
-
-def register_family(spec: FamilySpec) -> dict[str, type[PreTrainedModel]]:
+def register_with_transformers(spec: FamilySpec) -> dict[str, type[PreTrainedModel]]:
     """Register ``spec`` with ``AutoConfig`` and the Auto model class of each task; returns the wrapper classes.
 
-    Registering the same family again (its hf module re-imported) is a no-op returning the classes it has.
+    Registering the same family again is a no-op returning the classes it has.
     """
-    model_type = spec.model_type or spec.config_class.model_type
+    model_type = spec.model_type
     if model_type in _REGISTERED:
         return _REGISTERED[model_type]
     config_class = make_config_class(spec.config_class, model_type, is_encoder_decoder=spec.is_encoder_decoder)
@@ -181,8 +146,8 @@ def make_model_class(
         "alicemind_task": task,
         "base_model_prefix": "alicemind",
         "main_input_name": "input_ids",
-        # The family's registration module (alicemind.<family>.hf), not our class's: the names are the same.
-        "__module__": our_class.__module__.rpartition(".")[0] + ".hf",
+        # The family's interop module (alicemind.<family>.interop), not our class's: the names are the same.
+        "__module__": our_class.__module__.rpartition(".")[0] + ".interop",
         "__qualname__": our_class.__name__,
         "__doc__": f"transformers view of :class:`{our_class.__module__}.{our_class.__name__}` ({task}).",
     }
@@ -275,23 +240,15 @@ class AliceMindHFModel(PreTrainedModel):
 
 def to_model_output(out: Any, task: str) -> ModelOutput:
     """Our model's output as the transformers output class of ``task`` (a generic ``ModelOutput`` otherwise)."""
-    _, output_class, fields = TASKS[task]
-    if isinstance(out, torch.Tensor):  # bare hidden states or logits
-        key = "last_hidden_state" if "last_hidden_state" in fields else "logits"
-        return output_class(**{key: out})
-    if not fields:
-        return _generic_output_class(type(out))(**{f.name: getattr(out, f.name) for f in dataclasses.fields(out)})
-    values = {}
-    for field, source in fields.items():
-        if isinstance(source, tuple):
-            name, index = source
-            value = getattr(out, name, None)
-            value = value[index] if isinstance(value, (tuple, list)) else (value if index == 0 else None)
-        else:
-            value = getattr(out, source, None)
-        if value is not None:
-            values[field] = value
-    return output_class(**values)
+    values = output_values(out, task, with_loss=True)
+    if TASKS[task][1] is ModelOutput and not isinstance(out, torch.Tensor):
+        return _generic_output_class(type(out))(**values)
+    if task == "base" and isinstance(out, torch.Tensor):
+        return outs.BaseModelOutput(**values)
+    hidden = getattr(out, "hidden_states", None)
+    if hidden is not None and "hidden_states" in TASKS[task][1].__dataclass_fields__:
+        values["hidden_states"] = hidden
+    return TASKS[task][1](**values)
 
 
 @functools.cache

@@ -2,20 +2,20 @@
 
 ``import transformers`` plus its Auto classes costs several seconds; a family import must not pay that (most runs
 never touch transformers). A one-shot import hook on ``sys.meta_path`` watches for the top-level ``transformers``
-module and imports the registered ``hf`` modules right after it has executed.
+module and runs the pending callbacks right after it has executed.
 """
 
 from __future__ import annotations
 
-import importlib
 import importlib.abc
 import importlib.util
 import sys
 import threading
+from collections.abc import Callable
 from types import ModuleType
 
 _TOP = "transformers"
-_pending: list[str] = []  # hf modules to import once transformers is imported
+_pending: list[Callable[[], None]] = []  # callbacks to run once transformers is imported
 _lock = threading.RLock()
 
 
@@ -29,20 +29,19 @@ def transformers_is_installed() -> bool:
         return False
 
 
-def register_when_transformers_imported(module_name: str) -> None:
-    """Import ``module_name`` (a family's registration module) once transformers is imported.
+def call_when_transformers_imported(callback: Callable[[], None]) -> None:
+    """Run ``callback`` (a family's registration) once transformers is imported.
 
-    Now, if transformers is already in ``sys.modules``; at its first import otherwise; never if it is not
-    installed. Registering one module twice is harmless (a module is imported once).
+    Now, if transformers is already in ``sys.modules``; right after its first import otherwise; never if it is
+    not installed.
     """
     with _lock:
         if _TOP in sys.modules and not _is_initialising(sys.modules[_TOP]):
-            importlib.import_module(module_name)
+            callback()
             return
         if not transformers_is_installed():
             return
-        if module_name not in _pending:
-            _pending.append(module_name)
+        _pending.append(callback)
         if not any(isinstance(f, _TransformersWatcher) for f in sys.meta_path):
             sys.meta_path.insert(0, _TransformersWatcher())
 
@@ -54,9 +53,9 @@ def _is_initialising(module: ModuleType) -> bool:
 
 def _run_pending() -> None:
     with _lock:
-        names, _pending[:] = list(_pending), []
-    for name in names:
-        importlib.import_module(name)
+        callbacks, _pending[:] = list(_pending), []
+    for callback in callbacks:
+        callback()
 
 
 class _TransformersWatcher(importlib.abc.MetaPathFinder):
