@@ -10,6 +10,7 @@ from pathlib import Path
 from alicemind.core.checkpoint import CheckpointError
 from alicemind.core.cli import CliError, add_recipe_arguments, add_run_arguments, run_recipe_from_args
 from alicemind.core.cli.checkpoints import add_download_arguments, fetch_released
+from alicemind.core.cli.compiling import add_compile_arguments, compile_scope
 from alicemind.core.cli.schema import Rule, register_recipe_rules
 
 MODEL_CLASSES = {
@@ -208,7 +209,8 @@ def register(subparsers) -> None:
     add_recipe_arguments(evaluate, default=None, package="structurallm", example="funsd")
     evaluate.add_argument("--model", required=True, help="fine-tuned folder (output_dir/model)")
     evaluate.add_argument("--split", default="test", help="split to score (test)")
-    evaluate.set_defaults(func=_evaluate)
+    add_compile_arguments(evaluate)
+    evaluate.set_defaults(func=compile_scope(_evaluate))
 
     predict = verbs.add_parser(
         "predict",
@@ -225,7 +227,8 @@ def register(subparsers) -> None:
     predict.add_argument("--max-seq-length", type=int, default=512, help="window length in tokens (512)")
     predict.add_argument("--doc-stride", type=int, default=None,
                          help="tokens shared by neighbouring windows (default: 128, at most a quarter window)")  # fmt: skip
-    predict.set_defaults(func=_predict)
+    add_compile_arguments(predict)
+    predict.set_defaults(func=compile_scope(_predict))
 
     reproduce = verbs.add_parser(
         "reproduce",

@@ -90,9 +90,10 @@ class DocumentEncoder:
             owner[word] = max(inside)[1]  # most context on both sides; ties go to the later window
         return owner
 
-    def pad(self, windows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-        """Windows -> a batch padded to the longest (pad id, box 0, mask 0, labels -100)."""
-        length = max(len(w["input_ids"]) for w in windows)
+    def pad(self, windows: Sequence[Mapping[str, Any]], *, length: int | None = None) -> dict[str, torch.Tensor]:
+        """Windows -> a batch padded to the longest, or to ``length`` if longer (pad id, box 0, mask 0, labels
+        -100)."""
+        length = max([len(w["input_ids"]) for w in windows] + [length or 0])
         pad_id = self.tokenizer.pad_token_id
 
         def column(key: str, fill: Any) -> torch.Tensor:

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from alicemind.core.cli import CliError
+from alicemind.core.cli.compiling import maybe_optimize
 from alicemind.core.training import Trainer, TrainingConfig, seed_everything
 from alicemind.core.training.run_manifest import recipe_identity
 from alicemind.structurallm import tasks
@@ -168,7 +169,8 @@ def load_finetuned(kind: str, model_dir: str | Path, recipe: dict[str, Any] | No
     model = MODEL_CLASSES[kind].from_pretrained(model_dir)
     id2label = {int(k): v for k, v in (model.config.id2label or {}).items()}
     labels = [id2label[i] for i in sorted(id2label)] if kind != "docvqa" else []
-    return model, build_encoder(recipe, tokenizer, model, labels), id2label
+    encoder = build_encoder(recipe, tokenizer, model, labels)
+    return maybe_optimize(model), encoder, id2label  # compiled under --compile
 
 
 def run_evaluate(recipe: dict[str, Any], model_dir: str | Path, split: str = "test") -> dict[str, float]:

@@ -16,7 +16,9 @@ from typing import Any
 
 import torch
 
+from alicemind.core.cli.compiling import inference_buckets
 from alicemind.core.metrics.spans import span_f1
+from alicemind.core.ops.compiling import bucket_length
 from alicemind.core.training import move_to_device
 from alicemind.structurallm.documents import Document, DocumentError
 from alicemind.structurallm.encoder import DocumentEncoder, assemble_word_predictions
@@ -94,11 +96,14 @@ def collator(kind: str, encoder: DocumentEncoder):
 
 def _window_outputs(model, encoder: DocumentEncoder, windows, batch_size: int) -> list[Any]:
     device = next(model.parameters()).device
+    # Under --compile, batch widths fall into a few buckets (one graph each), the longest window the last one.
+    buckets = inference_buckets(max((len(w["input_ids"]) for w in windows), default=1))
     outputs: list[Any] = []
     with torch.no_grad():
         for start in range(0, len(windows), batch_size):
             chunk = windows[start : start + batch_size]
-            batch = move_to_device(encoder.pad(chunk), device)
+            width = bucket_length(max(len(w["input_ids"]) for w in chunk), buckets) if buckets else None
+            batch = move_to_device(encoder.pad(chunk, length=width), device)
             batch.pop("labels", None)
             logits = model(**batch).logits
             for row, w in enumerate(chunk):
