@@ -9,6 +9,7 @@ from pathlib import Path
 from alicemind.core.checkpoint import CheckpointError
 from alicemind.core.cli import CliError, add_recipe_arguments, add_run_arguments, run_recipe_from_args
 from alicemind.core.cli.checkpoints import add_download_arguments, fetch_released
+from alicemind.core.cli.compiling import add_compile_arguments, maybe_optimize
 from alicemind.core.cli.schema import Rule, register_recipe_rules
 
 MODEL_CLASSES = {"encoder": "SdcupEncoder", "pretraining": "SdcupForPreTraining", "nl2sql": "SdcupForNL2SQL"}
@@ -108,7 +109,7 @@ def _evaluate(args) -> int:
     from alicemind.sdcup.training import load_tokenizer
 
     prog = "alicemind sdcup evaluate"
-    model = _load("nl2sql", Path(args.model), prog)
+    model = maybe_optimize(_load("nl2sql", Path(args.model), prog), args)
     examples = _examples(args.data, args.tables, prog)
     if any(ex.sql is None for ex in examples):
         raise CliError(f"{args.data}: every question needs its gold sql to be evaluated", prog=prog)
@@ -132,7 +133,7 @@ def _predict(args) -> int:
     prog = "alicemind sdcup predict"
     if not Path(args.table).is_file():
         raise CliError(f"table CSV not found: {args.table}", prog=prog)
-    model = _load("nl2sql", Path(args.model), prog)
+    model = maybe_optimize(_load("nl2sql", Path(args.model), prog), args)
     try:
         table = read_table_csv(args.table)
         result = predict_one(model, load_tokenizer(args.tokenizer or args.model), args.question, table,
@@ -220,6 +221,7 @@ def register(subparsers) -> None:
         else:
             verb.add_argument("question", help="the question")
             verb.add_argument("table", help="CSV file with a header row")
+        add_compile_arguments(verb)
         verb.set_defaults(func=func)
 
     reproduce = verbs.add_parser("reproduce", help="fine-tune on CBANK and print the README table beside ours",
