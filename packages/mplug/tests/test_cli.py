@@ -39,9 +39,16 @@ def test_finetune_evaluate_and_caption(workspace, capsys):
     metrics = json.loads(out[out.index("{") :])
     assert metrics["CIDEr"] > 1.0 and 0.0 < metrics["BLEU-4"] <= 1.0
     model_dir = w / "run" / "model"
-    rc = main(["mplug", "evaluate", "--recipe", "coco-caption", f"model={model_dir}", f"eval_file={w / 'test.json'}",
-               f"image_root={w}", "image_size=32", "generation={num_beams: 2, max_new_tokens: 6}"])  # fmt: skip
-    assert rc == 0 and json.loads(capsys.readouterr().out)["CIDEr"] == pytest.approx(metrics["CIDEr"])
+    evaluate = ["mplug", "evaluate", "--recipe", "coco-caption", f"model={model_dir}", f"eval_file={w / 'test.json'}",
+                f"image_root={w}", "image_size=32", "generation={num_beams: 2, max_new_tokens: 6}",
+                f"output_dir={w / 'eval'}"]  # fmt: skip
+    assert main(evaluate) == 0 and json.loads(capsys.readouterr().out)["CIDEr"] == pytest.approx(metrics["CIDEr"])
+    saved = json.loads((w / "eval" / "metrics.json").read_text())
+    assert saved["recipe"] == "coco-caption" and saved["metrics"]["CIDEr"] == pytest.approx(metrics["CIDEr"])
+    assert main(evaluate) == 2  # another evaluation's metrics.json is not replaced silently
+    assert "already holds an evaluation" in capsys.readouterr().err
+    assert main([*evaluate, "--overwrite"]) == 0
+    capsys.readouterr()
     assert (
         main(["mplug", "caption", str(w / "0.png"), str(w / "1.png"), "--model", str(model_dir), "--beams", "2"]) == 0
     )
@@ -74,3 +81,30 @@ def test_ask_convert_and_bad_image(workspace, tmp_path, capsys):
     assert "mplug-release-vqa format" in capsys.readouterr().out
     again = MPlugForVQA.from_pretrained(tmp_path / "out")
     assert all(torch.equal(v, again.state_dict()[k]) for k, v in model.state_dict().items())
+
+
+def test_scst_recipe_raises_the_cider_reward(workspace):
+    """``finetune --recipe coco-caption-scst`` from a briefly CE-trained caption model: the CIDEr-D reward of the
+    sampled beams (logged per step) rises. 20 CE steps leave room for it (a converged model is at its ceiling)."""
+    w = workspace
+    common = ["--no-progress", "image_size=32", f"image_root={w}", "augment=false", f"train_file={w / 'train.json'}",
+              "training.num_epochs=null", "training.per_device_batch_size=12", "training.precision=fp32",
+              "training.save_every=0", "training.log_every=1", "training.scheduler=constant", "vision_lr=null"]  # fmt: skip
+    assert main(["mplug", "finetune", "--recipe", "coco-caption", f"tokenizer={w / 'tok'}", "+scratch_config=mplug.test",
+                 "+model_config={hidden_dropout_prob: 0.0, attention_probs_dropout_prob: 0.0}",
+                 f"output_dir={w / 'ce'}", "+training.max_steps=20", "training.lr=3e-3", *common]) == 0  # fmt: skip
+    assert main(["mplug", "finetune", "--recipe", "coco-caption-scst", f"model={w / 'ce' / 'model'}",
+                 f"output_dir={w / 'scst'}", "+training.max_steps=40", "training.lr=3e-4",
+                 "scst_options={num_beams: 3, max_new_tokens: 5}", *common]) == 0  # fmt: skip
+    log = [json.loads(line) for line in (w / "scst" / "metrics.jsonl").read_text().splitlines()]
+    rewards = [r["reward"] for r in log if "reward" in r]
+    assert len(rewards) == 40
+    first, last = sum(rewards[:5]) / 5, sum(rewards[-10:]) / 10
+    assert last > first + 0.3, (first, last, rewards)
+
+
+def test_scst_is_a_caption_option_only(workspace, capsys):
+    w = workspace
+    rc = main(["mplug", "finetune", "--recipe", "vqa", "+scst=true", f"tokenizer={w / 'tok'}", f"train_file={w / 'train.json'}",
+               "+scratch_config=mplug.test", "image_size=32", f"output_dir={w / 'bad'}", "--no-progress"])  # fmt: skip
+    assert rc == 2 and "scst is a caption option" in capsys.readouterr().err

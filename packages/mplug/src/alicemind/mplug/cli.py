@@ -1,4 +1,4 @@
-"""``alicemind mplug ...``: convert, download, pretrain, finetune, evaluate, caption, ask."""
+"""``alicemind mplug ...``: convert, download, pretrain, finetune, evaluate, caption, ask, reproduce."""
 
 from __future__ import annotations
 
@@ -114,7 +114,7 @@ def _ask(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from alicemind.mplug.runner import run_train
 
-    result = run_train(run_recipe_from_args("mplug", args), progress_bar=not args.no_progress)
+    result = run_train(run_recipe_from_args("mplug", args), progress_bar=not args.no_progress, recipe_name=args.recipe)
     print(f"trained -> {result['model_dir']}")
     if "metrics" in result:
         print(json.dumps({k: v for k, v in result["metrics"].items() if not isinstance(v, list)}, indent=1))
@@ -124,8 +124,21 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from alicemind.mplug.runner import run_evaluate
 
-    metrics = run_evaluate(recipe_from_args("mplug", args))
+    metrics = run_evaluate(recipe_from_args("mplug", args), recipe_name=args.recipe, overwrite=args.overwrite)
     print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, list)}, indent=1))
+    return 0
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from alicemind.mplug.reproduce import reproduce
+
+    text = reproduce(args.table, args.runs or ())
+    print(text, end="")
+    if args.output:
+        out = Path(args.output)
+        if out.exists() and not args.overwrite:
+            raise CliError(f"{out} exists; pass --overwrite to replace it", prog="alicemind mplug reproduce")
+        out.write_text(text, encoding="utf-8")
     return 0
 
 
@@ -133,7 +146,9 @@ def register(subparsers) -> None:
     """Add ``mplug`` and its verbs to the ``alicemind`` command."""
     from alicemind.mplug import hub as _hub  # noqa: F401  (registers the releases)
 
-    parser = subparsers.add_parser("mplug", help="mPLUG: convert, download, pretrain, finetune, evaluate, caption, ask")
+    parser = subparsers.add_parser(
+        "mplug", help="mPLUG: convert, download, pretrain, finetune, evaluate, caption, ask, reproduce"
+    )
     verbs = parser.add_subparsers(title="verbs", dest="verb", metavar="VERB", required=True)
 
     convert = verbs.add_parser(
@@ -165,7 +180,8 @@ def register(subparsers) -> None:
     for name, func, helptext, example in (
         ("pretrain", _train, "pre-train with ITC (momentum distillation, queues), ITM (hard negatives), MLM and "
          "PrefixLM on image-text pairs in the original's JSON format", "pretrain"),
-        ("finetune", _train, "fine-tune: coco-caption, vqa, retrieval-coco, retrieval-flickr, refcoco", "coco-caption"),
+        ("finetune", _train, "fine-tune: coco-caption, coco-caption-scst (self-critical, CIDEr-D reward), vqa, "
+         "retrieval-coco, retrieval-flickr, refcoco", "coco-caption"),
     ):  # fmt: skip
         verb = verbs.add_parser(name, help=helptext, description=helptext + ". Recipes ship in the package; any "
                                 "recipe value is overridden with KEY=VALUE.")  # fmt: skip
@@ -180,7 +196,22 @@ def register(subparsers) -> None:
         "captions and answers, ITC top-k re-ranked by ITM for retrieval, greedy bin tokens for grounding).",
     )
     add_recipe_arguments(evaluate, package="mplug", example="coco-caption")
+    evaluate.add_argument("--overwrite", action="store_true", help="replace output_dir/metrics.json if it exists")
     evaluate.set_defaults(func=_evaluate)
+
+    reproduce = verbs.add_parser(
+        "reproduce",
+        help="print the README's model and result tables with our figures beside them",
+        description="The README tables (released models; VQA, caption CE and CIDEr-opt, retrieval, RefCOCO/+/g, "
+        "SNLI-VE, NLVR2) with an 'ours' column: our parameter count per released size (built on the meta device, "
+        "no download) and the metrics of our finetune/evaluate runs found under --runs (their metrics.json, which "
+        "names the recipe; RefCOCO+/g runs say dataset=refcoco+ or dataset=refcocog). Nothing is trained here.",
+    )
+    reproduce.add_argument("--table", choices=("models", "results", "all"), default="all", help="which table (all)")
+    reproduce.add_argument("--runs", nargs="+", metavar="DIR", help="run folders (or metrics.json files) to read")
+    reproduce.add_argument("--output", help="also write the markdown here")
+    reproduce.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
+    reproduce.set_defaults(func=_reproduce)
 
     caption = verbs.add_parser(
         "caption",

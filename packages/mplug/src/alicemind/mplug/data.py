@@ -5,7 +5,8 @@ Formats (models-multimodal.md §4.4; ``image`` paths are relative to ``image_roo
 - retrieval eval: ``[{"image", "caption": [..]}]``;
 - caption (Karpathy): ``[{"filename", "filepath", "sentences": [{"raw"}]}]`` or ``[{"image", "caption"}]``;
 - VQA: ``[{"image", "question", "answer": [..] or str, "question_id"?}]``;
-- grounding (ours; the release reads TransVG ``.pth`` splits): ``[{"image", "text", "bbox": [x1, y1, x2, y2]}]``.
+- grounding: ``[{"image", "text", "bbox": [x1, y1, x2, y2]}]``, or the release's TransVG ``.pth`` splits
+  (``grounding_data.py``).
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ class Collator:
             if self.task != "caption":
                 out["idx"] = torch.tensor([r["idx"] for r in batch])
             return out
+        if self.task == "scst":  # self-critical: images and every reference caption of each (CIDEr-D reward)
+            return {"pixel_values": self._pixels(batch), "references": [list(r["references"]) for r in batch]}
         if self.task == "vqa":
             q_ids, q_mask = p.text([r["question"] for r in batch], max_length=self.max_words)
             answers, weights, counts = [], [], []

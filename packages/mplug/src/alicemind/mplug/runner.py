@@ -60,10 +60,35 @@ def build(recipe: dict[str, Any]):
 
 
 def _records(recipe, key: str, task: str):
+    if task == "grounding" and recipe.get("split_root"):
+        return _transvg_records(recipe, "train_split" if key == "train_file" else "eval_split")
     if not recipe.get(key):
         raise CliError(f"give {key}=FILE.json")
     records = read_records(recipe[key], recipe.get("image_root"))
     return pair_records(records) if task in ("pretrain", "retrieval") else _flatten_captions(records, task)
+
+
+def _transvg_records(recipe, split_key: str):
+    """Grounding records from the release's TransVG split files (``split_root``, ``dataset``, ``data_root``)."""
+    from alicemind.mplug.grounding_data import read_transvg_split
+
+    if not recipe.get("data_root"):
+        raise CliError("give data_root=FOLDER (the images, as the release lays them out) with split_root=")
+    return read_transvg_split(recipe["split_root"], str(recipe.get("dataset") or "unc"),
+                              str(recipe.get(split_key) or "val"), recipe["data_root"])  # fmt: skip
+
+
+def has_eval_data(recipe) -> bool:
+    return bool(recipe.get("eval_file") or (recipe.get("task") == "grounding" and recipe.get("split_root")))
+
+
+def eval_records(recipe, task: str):
+    """The evaluation records: ``eval_file`` (JSON), or a TransVG ``eval_split`` for grounding."""
+    if task == "grounding" and recipe.get("split_root"):
+        return _transvg_records(recipe, "eval_split")
+    if not recipe.get("eval_file"):
+        raise CliError("give eval_file=FILE.json")
+    return read_records(recipe["eval_file"], recipe.get("image_root"))
 
 
 def _flatten_captions(records, task):
@@ -72,21 +97,60 @@ def _flatten_captions(records, task):
     return [{"image": r["image"], "caption": c} for r in records for c in (r["caption"] if isinstance(r["caption"], list) else [r["caption"]])]  # fmt: skip
 
 
-def run_train(recipe: dict[str, Any], *, progress_bar: bool = True) -> dict[str, Any]:
-    """Pre-train or fine-tune as the recipe says; evaluates on ``eval_file`` when given."""
+def run_train(recipe: dict[str, Any], *, progress_bar: bool = True, recipe_name: str | None = None) -> dict[str, Any]:
+    """Pre-train or fine-tune as the recipe says; evaluates on ``eval_file`` when given (``metrics.json`` in the
+    run's folder, named by ``recipe_name`` for ``reproduce``). ``scst: true`` runs self-critical training."""
     from alicemind.mplug.training import train
 
+    if recipe.get("scst") and recipe.get("task") != "caption":
+        raise CliError(f"scst is a caption option; recipe task is {recipe.get('task')!r}")
     model, processor, task = build(recipe)
     records = _records(recipe, "train_file", task)
     training = {"progress_bar": progress_bar, **dict(recipe.get("training") or {})}
     training["output_dir"] = str(recipe.get("output_dir") or f"runs/mplug-{task}")
+    if recipe.get("scst"):
+        records = _image_references(records)
+        task = "scst"
     train(model, records, processor, task, training, vision_lr=recipe.get("vision_lr"),
-          augment=bool(recipe.get("augment", True)), max_words=int(recipe.get("max_words", 30)), recipe=recipe)  # fmt: skip
+          augment=bool(recipe.get("augment", True)), max_words=int(recipe.get("max_words", 30)), recipe=recipe,
+          scst=dict(recipe.get("scst_options") or {}))  # fmt: skip
+    task = "caption" if task == "scst" else task
     result = {"model_dir": str(Path(training["output_dir"]) / "model")}
-    if recipe.get("eval_file") and task != "pretrain":
-        result["metrics"] = evaluate(model.eval(), processor, task, read_records(recipe["eval_file"], recipe.get("image_root")),
-                                     recipe.get("generation") or {})  # fmt: skip
+    if has_eval_data(recipe) and task != "pretrain":
+        records = eval_records(recipe, task)
+        result["metrics"] = evaluate(model.eval(), processor, task, records, recipe.get("generation") or {})
+        write_metrics(Path(training["output_dir"]), recipe, task, result["metrics"], recipe_name, overwrite=True)
     return result
+
+
+def _image_references(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Caption records grouped per image: ``{"image", "references": [captions]}`` (SCST rewards against all)."""
+    refs: dict[str, list[str]] = {}
+    for r in records:
+        refs.setdefault(r["image"], []).append(r["caption"])
+    return [{"image": image, "references": captions} for image, captions in refs.items()]
+
+
+def _check_metrics_free(folder: Path, overwrite: bool) -> Path:
+    path = folder / "metrics.json"
+    if path.exists() and not overwrite:
+        raise CliError(f"{path} already holds an evaluation; pass --overwrite or another output_dir=")
+    return path
+
+
+def write_metrics(folder: Path, recipe: dict[str, Any], task: str, metrics: dict[str, Any], recipe_name: str | None,
+                  *, overwrite: bool) -> Path:  # fmt: skip
+    """``folder/metrics.json``: the metrics with the recipe, task, dataset, model and eval file they came from.
+    An existing file is replaced only with ``overwrite`` (another evaluation's result is never lost silently)."""
+    path = _check_metrics_free(folder, overwrite)
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"recipe": recipe_name, "task": task, "dataset": recipe.get("dataset"), "model": recipe.get("model"),
+              "eval_file": Path(recipe["eval_file"]).name if recipe.get("eval_file") else recipe.get("eval_split"),
+              "metrics": metrics}  # fmt: skip
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=1), encoding="utf-8")
+    tmp.replace(path)
+    return path
 
 
 @torch.no_grad()
@@ -127,15 +191,16 @@ def evaluate(model, processor, task: str, records: list[dict[str, Any]], generat
     raise CliError(f"task {task!r} has no evaluation")
 
 
-def run_evaluate(recipe: dict[str, Any]) -> dict[str, Any]:
-    """Evaluate ``model`` on ``eval_file``; writes ``metrics.json`` into ``output_dir`` when given."""
-    model, processor, task = build(recipe)
-    if not recipe.get("eval_file"):
+def run_evaluate(recipe: dict[str, Any], *, recipe_name: str | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """Evaluate ``model`` on ``eval_file`` (or a grounding ``eval_split``); writes ``metrics.json`` into
+    ``output_dir`` when given (see :func:`write_metrics`)."""
+    if not has_eval_data(recipe):
         raise CliError("give eval_file=FILE.json")
-    metrics = evaluate(model.eval(), processor, task, read_records(recipe["eval_file"], recipe.get("image_root")),
-                       recipe.get("generation") or {})  # fmt: skip
-    if recipe.get("output_dir"):
-        out = Path(recipe["output_dir"])
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    out = Path(recipe["output_dir"]) if recipe.get("output_dir") else None
+    if out is not None:
+        _check_metrics_free(out, overwrite)  # before the evaluation, not after it
+    model, processor, task = build(recipe)
+    metrics = evaluate(model.eval(), processor, task, eval_records(recipe, task), recipe.get("generation") or {})
+    if out is not None:
+        write_metrics(out, recipe, task, metrics, recipe_name, overwrite=overwrite)
     return metrics

@@ -42,10 +42,21 @@ def train(
     max_words: int = 30,
     recipe: dict[str, Any] | None = None,
     eval_fn=None,
+    scst: dict[str, Any] | None = None,
 ):
-    """Train ``model`` on ``records`` with core's Trainer; returns the trainer (``trainer.state.log_history``)."""
+    """Train ``model`` on ``records`` with core's Trainer; returns the trainer (``trainer.state.log_history``).
+
+    ``task="scst"``: self-critical caption training (``MPlugForCaption.scst_loss``) on ``{"image", "references"}``
+    records; ``scst`` holds its generation options (``num_beams`` 5, ``max_new_tokens``, ``min_length``)."""
     config = TrainingConfig.from_dict(dict(training))
     collate = Collator(processor, task, train=augment, max_words=max_words)
+    compute_loss = None
+    if task == "scst":
+        options = {"num_beams": 5, **dict(scst or {})}
+
+        def compute_loss(m, batch):  # the rewarded beams are decoded to text for CIDEr-D against the references
+            return m.scst_loss(batch["pixel_values"], batch["references"], processor.decode, **options)
+
     loader = DataLoader(records, batch_size=config.per_device_batch_size or 8, shuffle=True, collate_fn=collate,
                         generator=torch.Generator().manual_seed(config.seed), drop_last=task in ("pretrain", "retrieval"))  # fmt: skip
     optimizer = None
@@ -58,7 +69,8 @@ def train(
     identity = None
     if recipe is not None:
         identity = recipe_identity(recipe, exclude=("training", "output_dir"), distributions=("alicemind-mplug",))
-    trainer = Trainer(model, config, loader, optimizer=optimizer, eval_fn=eval_fn, run_identity=identity)
+    trainer = Trainer(model, config, loader, optimizer=optimizer, eval_fn=eval_fn, run_identity=identity,
+                      compute_loss=compute_loss)  # fmt: skip
     trainer.train()
     if config.output_dir and trainer.dist.is_main:
         trainer.model.save_pretrained(Path(config.output_dir) / "model", overwrite=True)
