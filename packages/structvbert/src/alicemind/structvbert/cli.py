@@ -10,6 +10,7 @@ from pathlib import Path
 from alicemind.core.checkpoint import CheckpointError
 from alicemind.core.cli import CliError, add_recipe_arguments, add_run_arguments, run_recipe_from_args
 from alicemind.core.cli.checkpoints import add_download_arguments, fetch_released
+from alicemind.core.cli.compiling import add_compile_arguments, maybe_optimize
 from alicemind.core.cli.schema import Rule, register_recipe_rules
 
 MODEL_CLASSES = {
@@ -130,7 +131,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     features = ft.open_features(recipe, progress_bar=False)
     files = [Path(args.data_dir) / f"{args.split}.json"]
     examples, encoded, collate = ft.prepare(recipe, model, ft.load_tokenizer(recipe), features, files, args.task)
-    metrics = ft.evaluate(model, args.task, examples, ft.make_loader(encoded, collate, args.batch_size))
+    # Text and regions are padded to fixed sizes (max_length, max_objects), so --compile builds one graph.
+    loader = ft.make_loader(encoded, collate, args.batch_size)
+    metrics = ft.evaluate(maybe_optimize(model, args), args.task, examples, loader)
     text = json.dumps({"task": args.task, "split": args.split, "examples": len(examples), "metrics": metrics}, indent=1)
     if args.output:
         Path(args.output).write_text(text + "\n")
@@ -150,7 +153,7 @@ def _predict(args: argparse.Namespace) -> int:
         questions = [{"img_id": args.image_id, "sent": args.question}]
     else:
         raise CliError("give --input questions.json, or --image-id and --question", prog=prog)
-    rows = ft.predict_answers(model, ft.load_tokenizer(recipe), ft.open_features(recipe, progress_bar=False),
+    rows = ft.predict_answers(maybe_optimize(model, args), ft.load_tokenizer(recipe), ft.open_features(recipe, progress_bar=False),
                               questions, top_k=args.top_k)  # fmt: skip
     lines = "\n".join(json.dumps(r) for r in rows)
     if args.output:
@@ -229,6 +232,7 @@ def register(subparsers) -> None:
     evaluate.add_argument("--batch-size", type=int, default=64)
     evaluate.add_argument("--output", help="write the metrics JSON here")
     _feature_arguments(evaluate)
+    add_compile_arguments(evaluate)
     evaluate.set_defaults(func=_evaluate)
 
     predict = verbs.add_parser("predict", help="image features + a question in, top answers out")
@@ -240,6 +244,7 @@ def register(subparsers) -> None:
     predict.add_argument("--output", help="write JSON lines here")
     predict.add_argument("--data-dir", default=None, help=argparse.SUPPRESS)
     _feature_arguments(predict)
+    add_compile_arguments(predict)
     predict.set_defaults(func=_predict)
 
     reproduce = verbs.add_parser("reproduce", help="fine-tune and score every task of the README table",
