@@ -100,7 +100,9 @@ def test_token_classification_pipeline(tmp_path):
     ids = torch.tensor([[2, 5, 6, 12, 3]])
     with torch.no_grad():
         best = model(ids, torch.ones_like(ids), torch.zeros_like(ids)).logits[0, 1:-1].argmax(-1)
-    expected = [(word, labels[str(int(i))]) for word, i in zip(["the", "cat", "ran"], best) if labels[str(int(i))] != "O"]
+    expected = [
+        (word, labels[str(int(i))]) for word, i in zip(["the", "cat", "ran"], best) if labels[str(int(i))] != "O"
+    ]
     assert [(e["word"], e["entity"]) for e in got] == expected
 
 

@@ -20,6 +20,7 @@ from importlib.metadata import EntryPoint, entry_points
 
 from alicemind.core.checkpoint.errors import CheckpointError
 from alicemind.core.cli.errors import CliError
+from alicemind.core.cli.interop import add_export_parser, listing_json
 from alicemind.core.cli.recipes import list_recipes
 from alicemind.core.config import ConfigError
 from alicemind.core.data import DataFormatError, UnknownTaskError
@@ -106,7 +107,9 @@ def build_parser(plugins: Sequence[EntryPoint] | None = None) -> tuple[ArgumentP
     subparsers = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND", required=True)
     loaded: list[Plugin] = []
     listing = subparsers.add_parser("list", help="installed families with their recipes and checkpoints")
-    listing.set_defaults(func=lambda args: _print_listing(loaded), _command="list")
+    listing.add_argument("--json", action="store_true", help="machine-readable release metadata")
+    listing.set_defaults(func=lambda args: _print_listing(loaded, as_json=args.json), _command="list")
+    add_export_parser(subparsers)
     for ep in discover_plugins() if plugins is None else plugins:
         loaded.append(_load_plugin(ep, subparsers))
     return parser, loaded
@@ -130,7 +133,10 @@ def _recipes(family: str) -> list[str]:
         return []
 
 
-def _print_listing(plugins: list[Plugin]) -> int:
+def _print_listing(plugins: list[Plugin], *, as_json: bool = False) -> int:
+    if as_json:
+        print(listing_json(plugins, _recipes))
+        return 0
     if not plugins:
         print("No alicemind families installed (pip install alicemind-structbert, for example).")
         return 0
