@@ -8,6 +8,7 @@ import pytest
 import torch
 from mplug_testing import release_overrides, release_state_dict, shape_dataset, tiny_config, tokenizer
 
+from alicemind.core.checkpoint import load_state_dict_file as load_file
 from alicemind.core.cli import main
 from alicemind.mplug import MPlugForVQA
 
@@ -108,3 +109,26 @@ def test_scst_is_a_caption_option_only(workspace, capsys):
     rc = main(["mplug", "finetune", "--recipe", "vqa", "+scst=true", f"tokenizer={w / 'tok'}", f"train_file={w / 'train.json'}",
                "+scratch_config=mplug.test", "image_size=32", f"output_dir={w / 'bad'}", "--no-progress"])  # fmt: skip
     assert rc == 2 and "scst is a caption option" in capsys.readouterr().err
+
+
+def test_a_rerun_resumes_and_resaves_but_a_foreign_model_folder_is_refused(workspace, capsys):
+    """``output_dir/model`` is replaced only when it holds what a save writes (this run's model and tokenizer):
+    re-running the same finetune resumes from its checkpoint and saves again; other files there stop the run
+    before it trains (they are never deleted)."""
+    w = workspace
+    run = ["mplug", "finetune", "--recipe", "coco-caption", "--no-progress", f"tokenizer={w / 'tok'}",
+           "+scratch_config=mplug.test", "image_size=32", f"image_root={w}", "augment=false",
+           f"train_file={w / 'train.json'}", f"output_dir={w / 'rerun'}", "+training.max_steps=2",
+           "training.num_epochs=null", "training.per_device_batch_size=4", "training.precision=fp32",
+           "training.save_every=null"]  # fmt: skip
+    assert main(run) == 0
+    first = load_file(w / "rerun" / "model" / "model.safetensors")
+    assert main(run) == 0  # same run: resumed at its last step, the model folder written again
+    again = load_file(w / "rerun" / "model" / "model.safetensors")
+    assert again.keys() == first.keys() and all(torch.equal(v, again[k]) for k, v in first.items())
+    (w / "rerun" / "model" / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    assert main(run) == 2
+    err = capsys.readouterr().err.strip()
+    assert "refusing to replace it" in err and len(err.splitlines()) == 1
+    assert (w / "rerun" / "model" / "notes.txt").read_text() == "mine"

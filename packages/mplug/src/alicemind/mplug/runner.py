@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from alicemind.core.cli import CliError
+from alicemind.core.io import FolderNotReplaceableError
 from alicemind.mplug.data import pair_records, read_records
 
 TASKS = {"pretrain": "MPlugForPreTraining", "caption": "MPlugForCaption", "vqa": "MPlugForVQA",
@@ -111,9 +112,12 @@ def run_train(recipe: dict[str, Any], *, progress_bar: bool = True, recipe_name:
     if recipe.get("scst"):
         records = _image_references(records)
         task = "scst"
-    train(model, records, processor, task, training, vision_lr=recipe.get("vision_lr"),
-          augment=bool(recipe.get("augment", True)), max_words=int(recipe.get("max_words", 30)), recipe=recipe,
-          scst=dict(recipe.get("scst_options") or {}))  # fmt: skip
+    try:
+        train(model, records, processor, task, training, vision_lr=recipe.get("vision_lr"),
+              augment=bool(recipe.get("augment", True)), max_words=int(recipe.get("max_words", 30)), recipe=recipe,
+              scst=dict(recipe.get("scst_options") or {}))  # fmt: skip
+    except FolderNotReplaceableError as err:
+        raise CliError(str(err)) from None
     task = "caption" if task == "scst" else task
     result = {"model_dir": str(Path(training["output_dir"]) / "model")}
     if has_eval_data(recipe) and task != "pretrain":

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from alicemind.core.io import check_replaceable
 from alicemind.core.training import Trainer, TrainingConfig
 from alicemind.core.training.run_manifest import recipe_identity
 from alicemind.mplug.data import Collator
@@ -69,10 +70,14 @@ def train(
     identity = None
     if recipe is not None:
         identity = recipe_identity(recipe, exclude=("training", "output_dir"), distributions=("alicemind-mplug",))
+    model_dir = Path(config.output_dir) / "model" if config.output_dir else None
+    if model_dir is not None:  # refused before training, not after: a folder of other files is never deleted
+        check_replaceable(model_dir)
     trainer = Trainer(model, config, loader, optimizer=optimizer, eval_fn=eval_fn, run_identity=identity,
                       compute_loss=compute_loss)  # fmt: skip
     trainer.train()
-    if config.output_dir and trainer.dist.is_main:
-        trainer.model.save_pretrained(Path(config.output_dir) / "model", overwrite=True)
-        processor.tokenizer.save_pretrained(Path(config.output_dir) / "model")
+    if model_dir is not None and trainer.dist.is_main:
+        # A resumed or repeated run replaces its own model folder (only files a save writes); anything else raises.
+        trainer.model.save_pretrained(model_dir)
+        processor.tokenizer.save_pretrained(model_dir)
     return trainer
