@@ -2,7 +2,8 @@
 
 ``python plug_dist_worker.py SCENARIO[,SCENARIO...] MODEL_DIR OUT_DIR``; scenarios (``cli-generate`` last: the verb ends the process group): ``tp`` (TP=2 forward + greedy generation vs
 the single-process model), ``fsdp`` (FSDP2 step vs single-process step), ``dcp-save`` (train at TP=2, save a
-distributed checkpoint, record the next loss). ``dcp-load`` runs as a plain single process (TP=1).
+distributed checkpoint, record the next loss). ``dcp-load`` runs as a plain single process (TP=1). ``cli-finetune``: the finetune verb at TP=2, then resumed
+at DP=2 from the TP=2 run's checkpoint.
 """
 
 from __future__ import annotations
@@ -138,8 +139,20 @@ def scenario_cli_generate(folder: Path, out: Path) -> dict:
     return {"exit": cli(args)}
 
 
+def scenario_cli_finetune(folder: Path, out: Path) -> dict:
+    """``alicemind plug finetune`` at TP=2 (checkpoint every step), then at DP=2 (FSDP2) resuming its step 2."""
+    from plug_testing import finetune_args
+
+    from alicemind.core.cli import main as cli
+
+    tp2 = cli(finetune_args(folder, out, out / "ft-tp2", "parallel.tp=2", batch=4))
+    resumed = cli(finetune_args(folder, out, out / "ft-dp2", f"+training.resume={out / 'ft-tp2' / 'checkpoint-2'}",
+                                batch=2))  # fmt: skip
+    return {"exit": [tp2, resumed]}
+
+
 SCENARIOS = {"tp": scenario_tp, "fsdp": scenario_fsdp, "dcp-save": scenario_dcp_save, "dcp-load": scenario_dcp_load,
-             "cli-generate": scenario_cli_generate}  # fmt: skip
+             "cli-generate": scenario_cli_generate, "cli-finetune": scenario_cli_finetune}  # fmt: skip
 
 
 def main() -> None:

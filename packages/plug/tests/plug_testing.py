@@ -138,3 +138,33 @@ def write_shard(folder: Path, rank: int, degree: int, module: dict, iteration: i
         path,
     )  # fmt: skip
     return path
+
+
+# Every target two characters: per-rank mean token losses then average to the whole batch's (FSDP == one process).
+FINETUNE_PAIRS = ["一丁七\t万丈", "七万\t一丁", "丈七\t七万", "万一\t丁丁"]
+
+
+def write_finetune_data(out: Path) -> None:
+    """Tiny source<TAB>target files for the finetune verb (``train.tsv`` 8 pairs, ``dev.tsv`` 2)."""
+    (out / "train.tsv").write_text("\n".join(FINETUNE_PAIRS * 2) + "\n", encoding="utf-8")
+    (out / "dev.tsv").write_text("\n".join(FINETUNE_PAIRS[:2]) + "\n", encoding="utf-8")
+
+
+def finetune_args(model: Path, data: Path, output: Path, *extra: str, batch: int = 4) -> list[str]:
+    """``alicemind plug finetune`` on the sharded engine: 3 float64 steps without dropout, a checkpoint every
+    step, every loss logged, greedy evaluation on dev.tsv."""
+    return ["plug", "finetune", "--recipe", "finetune-dureader-robust", f"model={model}",
+            f"data.train={data / 'train.tsv'}", f"data.valid={data / 'dev.tsv'}", "data.max_target_length=6",
+            "training.num_epochs=null", "+training.max_steps=3", f"training.per_device_batch_size={batch}",
+            "+training.progress_bar=false", "training.precision=fp32", "+training.device=cpu", "training.lr=1e-3",
+            f"training.output_dir={output}", "training.log_every=1", "+training.save_every=1",
+            "+training.keep_last_n=null", "+training.keep_final_checkpoint=true", "generation.num_beams=1",
+            "generation.max_new_tokens=4", "generation.min_length=0", "parallel.sharded=true",
+            "parallel.dtype=float64", "+config.hidden_dropout_prob=0", "+config.attention_probs_dropout_prob=0",
+            *extra]  # fmt: skip
+
+
+def logged_losses(run: Path) -> dict[int, float]:
+    """step -> training loss from a run's metrics.jsonl."""
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return {r["step"]: r["loss"] for r in records if "loss" in r}

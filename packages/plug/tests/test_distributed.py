@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from plug_testing import tiny_config, write_vocab
+from plug_testing import finetune_args, logged_losses, tiny_config, write_finetune_data, write_vocab
 
 from alicemind.core.cli import main
 from alicemind.plug import PlugForConditionalGeneration
@@ -44,7 +44,8 @@ def out(model_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("dist")
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     (out / "prompts.txt").write_text("一丁七\n万丈\n", encoding="utf-8")
-    _run([*torchrun, str(WORKER), "tp,fsdp,dcp-save,cli-generate", str(model_dir), str(out)], out)
+    write_finetune_data(out)
+    _run([*torchrun, str(WORKER), "tp,fsdp,dcp-save,cli-finetune,cli-generate", str(model_dir), str(out)], out)
     return out
 
 
@@ -87,3 +88,28 @@ def test_generate_verb_under_torchrun_equals_one_process(model_dir, out):
     tp2 = (out / "tp2-generate.txt").read_text(encoding="utf-8").splitlines()
     assert len(tp2) == 2 and all(tp2)
     assert tp2 == (out / "tp1-generate.txt").read_text(encoding="utf-8").splitlines()
+
+
+def test_finetune_verb_saved_at_tp2_resumes_at_dp2_and_at_tp1_with_the_same_loss(model_dir, out, capsys):
+    assert all(r["exit"] == [0, 0] for r in _results(out, "cli-finetune"))
+    saved = out / "ft-tp2" / "checkpoint-2"
+    assert (saved / "dcp" / ".metadata").is_file() and not (saved / "model.safetensors").exists()
+    tp2 = logged_losses(out / "ft-tp2")
+    assert sorted(tp2) == [1, 2, 3] and tp2[1] > tp2[3]  # it trains
+    dp2 = logged_losses(out / "ft-dp2")  # FSDP2 over two ranks, from the TP=2 run's step 2
+    assert abs(dp2[3] - tp2[3]) < 1e-6
+    resume = f"+training.resume={saved}"
+    assert main(finetune_args(model_dir, out, out / "ft-tp1", resume)) == 0  # one process, whole model
+    assert json.loads(capsys.readouterr().out)["layout"] == {"tp": 1, "dp": 1}
+    tp1 = logged_losses(out / "ft-tp1")
+    assert abs(tp1[3] - tp2[3]) < 1e-6 and tp1[3] != tp2[2]
+    # Final folders are ordinary (fused, strict-loading) model folders; both resumed runs took the same step.
+    finals = [PlugForConditionalGeneration.from_pretrained(out / run / "final") for run in ("ft-tp1", "ft-dp2")]
+    trained = PlugForConditionalGeneration.from_pretrained(out / "ft-tp2" / "final")
+    start = PlugForConditionalGeneration.from_pretrained(model_dir)
+    for name, _ in trained.named_parameters():
+        assert torch.allclose(finals[0].get_parameter(name), finals[1].get_parameter(name), atol=1e-10), name
+    moved = trained.encoder.layers[0].self_attn.qkv_proj.weight - start.encoder.layers[0].self_attn.qkv_proj.weight
+    assert float(moved.detach().abs().max()) > 1e-4
+    metrics = json.loads((out / "ft-dp2" / "final" / "eval_metrics.json").read_text())
+    assert set(metrics) >= {"bleu-1", "bleu-4", "rouge-l"}

@@ -132,12 +132,22 @@ def _load_plug(spec, tokenizer=None, **overrides):
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    from alicemind.palm.runner import finetune
+    from alicemind.plug.finetune import finetune_generation, is_main, use_sharded_engine
 
+    prog = "alicemind plug finetune"
     recipe = run_recipe_from_args("plug", args)
     if not recipe.get("model"):
-        raise CliError("set model=FOLDER (a converted PLUG model)", prog="alicemind plug finetune")
-    print(json.dumps(finetune(recipe, load=_load_plug), indent=1))
+        raise CliError("set model=FOLDER (a converted PLUG model)", prog=prog)
+    if not (Path(recipe["model"]) / "config.json").is_file():
+        raise CliError(f"{recipe['model']} is not a PLUG model folder (no config.json)", prog=prog)
+    if use_sharded_engine(recipe):  # torchrun / tensor parallel: meta-device build, DCP checkpoints
+        result = finetune_generation(recipe)
+    else:
+        from alicemind.palm.runner import finetune
+
+        result = finetune(recipe, load=_load_plug)
+    if is_main():
+        print(json.dumps(result, indent=1))
     return 0
 
 

@@ -60,6 +60,7 @@ def unfuse_projections(model: nn.Module) -> nn.Module:
             module.q_proj, module.k_proj, module.v_proj = _split_linear(module.qkv_proj, 3)
             del module.qkv_proj
         module.fused = False
+        module.unfused_from = "kv_proj" if module.cross else "qkv_proj"  # for fuse_state_dict
     return model
 
 
@@ -139,13 +140,19 @@ def parallelize_plug(
                     stack.layers[i] = checkpoint_wrapper(block)
     if weights is not None:
         if any(p.is_meta for p in model.parameters()):
-            model.to_empty(device="cpu")
+            model.to_empty(device=_mesh_device(mesh))
         load_sharded_weights(model, weights)
     if dp_mesh is not None:
         for block in _blocks(model):
             fully_shard(block, mesh=dp_mesh)
         fully_shard(model, mesh=dp_mesh)
     return model
+
+
+def _mesh_device(mesh: DeviceMesh) -> torch.device:
+    if mesh.device_type == "cuda":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device(mesh.device_type)
 
 
 def _weight_files(folder: Path) -> dict[str, Path]:
@@ -156,6 +163,53 @@ def _weight_files(folder: Path) -> dict[str, Path]:
 
     with safe_open(folder / WEIGHTS_NAME, framework="pt") as f:
         return dict.fromkeys(f.keys(), folder / WEIGHTS_NAME)
+
+
+def _clean(name: str) -> str:
+    return name.replace("_checkpoint_wrapped_module.", "")
+
+
+def fuse_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Inverse of :func:`unfuse_projections` on a state dict: the q/k/v rows of every attention that was fused
+    are concatenated back under ``qkv_proj``/``kv_proj`` (the saved model's own key names)."""
+    state = {_clean(k): v for k, v in state.items()}
+    for name, module in model.named_modules():
+        fused = getattr(module, "unfused_from", None)
+        if fused is None:
+            continue
+        prefix = _clean(name) + "."
+        parts = ("k_proj", "v_proj") if fused == "kv_proj" else ("q_proj", "k_proj", "v_proj")
+        for leaf in ("weight", "bias"):
+            keys = [f"{prefix}{p}.{leaf}" for p in parts]
+            if all(k in state for k in keys):
+                state[f"{prefix}{fused}.{leaf}"] = torch.cat([state.pop(k) for k in keys])
+    return state
+
+
+def save_gathered(model: nn.Module, folder: str | Path, tokenizer=None) -> Path:
+    """Write a parallelized (or unfused) model as an ordinary model folder (``from_pretrained`` loads it).
+
+    A collective: every rank takes part in gathering, rank 0 alone holds the whole state (on CPU) and writes.
+    """
+    import torch.distributed as dist
+
+    from alicemind.core.checkpoint import save_safetensors
+    from alicemind.core.io import atomic_folder, tokenizer_file_names
+    from alicemind.core.training.sharded import ShardedStrategy
+
+    folder = Path(folder)
+    state = ShardedStrategy(lambda m, mesh: m).full_state_dict(model)
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        tensors = {k: v.detach().cpu().contiguous() for k, v in fuse_state_dict(model, state).items()}
+        with atomic_folder(folder, keep=tokenizer_file_names()) as staging:
+            model.config.save_pretrained(staging)
+            metadata = {"format": "pt", "model_class": type(model).__name__.removeprefix("FSDP")}
+            save_safetensors(tensors, staging / WEIGHTS_NAME, metadata=metadata)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(folder)
+    if dist.is_initialized():
+        dist.barrier()
+    return folder
 
 
 def load_sharded_weights(model: nn.Module, folder: str | Path) -> None:
@@ -172,7 +226,7 @@ def load_sharded_weights(model: nn.Module, folder: str | Path) -> None:
     tensors = dict(model.named_parameters())
     missing = []
     for name, param in tensors.items():
-        clean = name.replace("_checkpoint_wrapped_module.", "")
+        clean = _clean(name)
         try:
             key, part, parts = fused_name(clean, files)
         except KeyError:

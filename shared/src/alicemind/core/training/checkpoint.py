@@ -118,10 +118,16 @@ def write_main(
     scheduler: Any,
     scaler: torch.amp.GradScaler | None,
     state: TrainState,
+    *,
+    weights: bool = True,
 ) -> None:
-    """Model, optimizer, scheduler, scaler and (last) the trainer state into the checkpoint being assembled."""
-    save_model_weights(model, tmp / MODEL_FILE)
-    _save_torch(optimizer.state_dict(), tmp / "optimizer.pt")
+    """Model, optimizer, scheduler, scaler and (last) the trainer state into the checkpoint being assembled.
+
+    ``weights=False`` leaves out the model and optimizer (a sharded strategy has every rank write those itself).
+    """
+    if weights:
+        save_model_weights(model, tmp / MODEL_FILE)
+        _save_torch(optimizer.state_dict(), tmp / "optimizer.pt")
     if scheduler is not None:
         _save_torch(scheduler.state_dict(), tmp / "scheduler.pt")
     if scaler is not None:
@@ -232,8 +238,12 @@ class LoadedCheckpoint:
     rng: dict[str, torch.Tensor] | None
 
 
-def read_checkpoint(path: Path, rank: int = 0) -> LoadedCheckpoint:
-    """Open and read every file of the checkpoint at ``path``; raises one of :data:`UNREADABLE` if one is broken."""
+def read_checkpoint(path: Path, rank: int = 0, *, weights: bool = True) -> LoadedCheckpoint:
+    """Open and read every file of the checkpoint at ``path``; raises one of :data:`UNREADABLE` if one is broken.
+
+    ``weights=False`` skips the model and optimizer files (``model={}``, ``optimizer=None``): a sharded strategy
+    reads those itself, at its own layout.
+    """
     state_values = json.loads((path / STATE_FILE).read_text())
     if not isinstance(state_values, dict):
         raise ValueError(f"{path / STATE_FILE} holds no JSON object")
@@ -241,8 +251,8 @@ def read_checkpoint(path: Path, rank: int = 0) -> LoadedCheckpoint:
     state = TrainState(**{k: v for k, v in state_values.items() if k in known})
     return LoadedCheckpoint(
         path=path,
-        model=load_safetensors(path / MODEL_FILE),
-        optimizer=load_torch(path / "optimizer.pt", "cpu"),
+        model=load_safetensors(path / MODEL_FILE) if weights else {},
+        optimizer=load_torch(path / "optimizer.pt", "cpu") if weights else None,
         scheduler=load_torch(path / "scheduler.pt", "cpu") if (path / "scheduler.pt").is_file() else None,
         scaler=load_torch(path / "scaler.pt", "cpu") if (path / "scaler.pt").is_file() else None,
         state=state,

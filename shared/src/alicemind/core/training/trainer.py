@@ -29,6 +29,7 @@ from alicemind.core.training.data import batches_per_epoch, epoch_batches, shard
 from alicemind.core.training.distributed import all_reduce_mean, barrier, pick_device, setup_distributed
 from alicemind.core.training.logger import MetricsLogger
 from alicemind.core.training.run_manifest import RunIdentity, RunPlan
+from alicemind.core.training.sharded import ShardedStrategy
 
 LossFn = Callable[[nn.Module, Any], Any]
 
@@ -82,6 +83,10 @@ class Trainer:
     Under torchrun (WORLD_SIZE > 1) the process group is created (NCCL on CUDA, gloo on CPU), the model is wrapped
     in DDP (``self.wrapped_model``; ``self.model`` stays the bare module that callbacks and ``eval_fn`` see), the data
     is sharded by rank, logged losses are averaged over ranks, and only rank 0 writes files.
+
+    ``strategy`` (a :class:`~alicemind.core.training.sharded.ShardedStrategy`) replaces DDP: the model is
+    parallelized in place over a device mesh (tensor parallel, FSDP2), only the mesh's data dimension splits the
+    data, and every rank writes its shards of each checkpoint with ``torch.distributed.checkpoint``.
     """
 
     def __init__(
@@ -96,17 +101,25 @@ class Trainer:
         scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
         compute_loss: LossFn | None = None,
         run_identity: RunIdentity | None = None,
+        strategy: ShardedStrategy | None = None,
     ) -> None:
         self.config = config
         self.device = pick_device(config.device, int(os.environ.get("LOCAL_RANK", "0")))
         self.dist = setup_distributed(self.device)
         seed_everything(config.seed)
-        self.model = model.to(self.device)
-        self.wrapped_model: nn.Module = self.model
-        if self.dist.world_size > 1:
-            device_ids = [self.device] if self.device.type == "cuda" else None
-            self.wrapped_model = DistributedDataParallel(self.model, device_ids=device_ids)
-        self.train_dataloader = shard_for_ranks(train_dataloader, self.dist, config.seed)
+        self.strategy = strategy
+        if strategy is not None:  # parallelized in place: the bare module is the one the loop calls
+            self.model = strategy.prepare(model, self.device, self.dist)
+            self.wrapped_model: nn.Module = self.model
+        else:
+            self.model = model.to(self.device)
+            self.wrapped_model = self.model
+            if self.dist.world_size > 1:
+                device_ids = [self.device] if self.device.type == "cuda" else None
+                self.wrapped_model = DistributedDataParallel(self.model, device_ids=device_ids)
+        data_ranks = strategy.data_info(self.dist) if strategy is not None else self.dist
+        self.train_dataloader = shard_for_ranks(train_dataloader, data_ranks, config.seed)
+        self._data_world_size = data_ranks.world_size  # what the data order depends on
         self._check_batch_size()
         self.eval_fn = eval_fn
         self.callbacks = list(callbacks)
@@ -118,6 +131,8 @@ class Trainer:
             raise ValueError("a scheduler was given without its optimizer: pass optimizer= as well")
         if optimizer is None:
             groups = param_groups(self.model, config.weight_decay, layerwise_lr_decay=config.layerwise_lr_decay)
+            if strategy is not None:
+                groups = strategy.split_param_groups(groups)
             optimizer = build_optimizer(
                 groups,
                 name=config.optimizer,
@@ -139,7 +154,7 @@ class Trainer:
         self.output_dir = Path(config.output_dir) if config.output_dir else None
         self.state = TrainState(
             max_steps=self.max_steps,
-            world_size=self.dist.world_size,
+            world_size=self._data_world_size,
             gradient_accumulation_steps=config.gradient_accumulation_steps,
         )
         self.identity = self._identity(run_identity)
@@ -219,6 +234,9 @@ class Trainer:
     def _read_intact(self, candidates: list[Path]) -> ckpt.LoadedCheckpoint | None:
         for path in candidates:
             try:
+                if self.strategy is not None:
+                    self.strategy.check(path)
+                    return ckpt.read_checkpoint(path, self.dist.rank, weights=False)
                 return ckpt.read_checkpoint(path, self.dist.rank)
             except ckpt.UNREADABLE as err:
                 if self.config.resume not in ("auto", "force"):  # an explicit checkpoint: no silent fallback
@@ -241,24 +259,29 @@ class Trainer:
                 self._say(f"no checkpoint of this run in {self.output_dir} yet: training it from step 0")
             return None
         path = loaded.path
-        self.model.load_state_dict(loaded.model, strict=True)
-        self.optimizer.load_state_dict(loaded.optimizer)
-        if loaded.scheduler is not None:
+        if self.strategy is not None:
+            self.strategy.load(path, self.model, self.optimizer)
+        else:
+            self.model.load_state_dict(loaded.model, strict=True)
+            self.optimizer.load_state_dict(loaded.optimizer)
+        if loaded.scheduler is not None and self.strategy is not None:
+            self.strategy.load_scheduler(self.scheduler, loaded.scheduler)
+        elif loaded.scheduler is not None:
             self.scheduler.load_state_dict(loaded.scheduler)
         if self.scaler is not None and loaded.scaler is not None:
             self.scaler.load_state_dict(loaded.scaler)
         saved = loaded.state
         if (saved.world_size, saved.gradient_accumulation_steps) != (
-            self.dist.world_size,
+            self._data_world_size,
             self.config.gradient_accumulation_steps,
         ):
             warnings.warn(
                 f"resuming {path} (world_size={saved.world_size}, accumulation={saved.gradient_accumulation_steps}) "
-                f"with world_size={self.dist.world_size}, accumulation={self.config.gradient_accumulation_steps}: "
+                f"with world_size={self._data_world_size}, accumulation={self.config.gradient_accumulation_steps}: "
                 "the data order after resume differs from an uninterrupted run",
                 stacklevel=3,
             )
-        saved.max_steps, saved.world_size = self.max_steps, self.dist.world_size
+        saved.max_steps, saved.world_size = self.max_steps, self._data_world_size
         saved.gradient_accumulation_steps = self.config.gradient_accumulation_steps
         self.state = saved
         where = path.name if path.parent == self.output_dir else str(path)
@@ -333,7 +356,8 @@ class Trainer:
             raise TypeError(f"batches must be dicts of tensors for model(**batch), got {type(batch).__name__}")
         no_sync = not sync and isinstance(self.wrapped_model, DistributedDataParallel)
         # Non-final micro-batches skip DDP's gradient all-reduce; the final one syncs the accumulated sum.
-        with self.wrapped_model.no_sync() if no_sync else contextlib.nullcontext():
+        step_context = self.strategy.step_context() if self.strategy is not None else contextlib.nullcontext()
+        with self.wrapped_model.no_sync() if no_sync else contextlib.nullcontext(), step_context:
             with autocast(self.device, self.autocast_dtype):
                 if self.compute_loss is not None:
                     outputs = self.compute_loss(self.wrapped_model, batch)
@@ -361,7 +385,9 @@ class Trainer:
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         grad_norm = None
-        if self.config.max_grad_norm:
+        if self.config.max_grad_norm and self.strategy is not None:
+            grad_norm = self.strategy.clip_grad_norm(self.model.parameters(), self.config.max_grad_norm)
+        elif self.config.max_grad_norm:
             grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
         for cb in self.callbacks:
             cb.before_optimizer_step(self)
@@ -429,11 +455,19 @@ class Trainer:
         return metrics
 
     def _save_best(self) -> None:
-        if self.output_dir is None or not self.dist.is_main:
+        if self.output_dir is None:
+            return
+        gathered = self.strategy.full_state_dict(self.model) if self.strategy is not None else None  # collective
+        if not self.dist.is_main:
             return
         final = self.output_dir / "best"
         tmp = ckpt.begin(final)
-        ckpt.save_model_weights(self.model, tmp / ckpt.MODEL_FILE)
+        if gathered is not None:
+            from alicemind.core.checkpoint import save_safetensors
+
+            save_safetensors(gathered, tmp / ckpt.MODEL_FILE)
+        else:
+            ckpt.save_model_weights(self.model, tmp / ckpt.MODEL_FILE)
         self.state.save(tmp / ckpt.STATE_FILE)
         ckpt.commit(tmp, final)
 
@@ -448,9 +482,13 @@ class Trainer:
         barrier(self.dist)
         try:
             ckpt.write_rng(tmp, self.dist.rank)
+            sharded = self.strategy is not None
+            if sharded:  # every rank writes its shards of the model and optimizer
+                self.strategy.save(tmp, self.model, self.optimizer)
             barrier(self.dist)
             if self.dist.is_main:
-                ckpt.write_main(tmp, self.model, self.optimizer, self.scheduler, self.scaler, self.state)
+                ckpt.write_main(tmp, self.model, self.optimizer, self.scheduler, self.scaler, self.state,
+                                weights=not sharded)  # fmt: skip
                 ckpt.commit(tmp, final)
                 ckpt.prune(self.output_dir, self.config.keep_last_n)
                 self._say(f"wrote {final.name} ({ckpt.format_size(ckpt.directory_size(final))})")
