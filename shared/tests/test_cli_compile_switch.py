@@ -66,6 +66,7 @@ def test_maybe_optimize_follows_the_flag_and_the_verb_scope(monkeypatch):
 
     assert verb(_parse("--compile", "--compile-backend", "aot_eager")) == 0
     assert isinstance(seen["model"], InferenceModel) and seen["buckets"] == (16, 32, 64, 100)
+    assert inference_buckets(40, _parse("--compile")) == (16, 32, 40) and inference_buckets(40, _parse()) is None
     assert not compiling()  # the scope ends with the verb
     assert verb(_parse()) == 0 and seen["model"] is model and seen["buckets"] is None
 

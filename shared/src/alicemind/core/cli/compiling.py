@@ -81,10 +81,11 @@ def compiling() -> bool:
     return _ACTIVE_BACKEND.get() is not None
 
 
-def inference_buckets(max_length: int | None = None) -> tuple[int, ...] | None:
+def inference_buckets(max_length: int | None = None, args: argparse.Namespace | None = None) -> tuple[int, ...] | None:
     """The bucket lengths to pad batches to while compiling (core's ``DEFAULT_BUCKETS``, cut at ``max_length``,
-    the model's position limit, which becomes the last bucket), else None."""
-    if not compiling():
+    the longest input or the model's position limit, which becomes the last bucket), else None. Compiling means
+    ``args.compile`` when ``args`` is given, else the running verb's ``--compile``."""
+    if not (requested_backend(args) if args is not None else compiling()):
         return None
     from alicemind.core.ops.compiling import DEFAULT_BUCKETS
 
