@@ -140,7 +140,11 @@ def _finetune(args: argparse.Namespace) -> int:
         raise CliError("set model=FOLDER (a converted PLUG model)", prog=prog)
     if not (Path(recipe["model"]) / "config.json").is_file():
         raise CliError(f"{recipe['model']} is not a PLUG model folder (no config.json)", prog=prog)
-    if use_sharded_engine(recipe):  # torchrun / tensor parallel: meta-device build, DCP checkpoints
+    if "task" in recipe:  # CLUE classification recipes (always the sharded engine)
+        from alicemind.plug.classify import finetune_classification
+
+        result = finetune_classification(recipe)
+    elif use_sharded_engine(recipe):  # torchrun / tensor parallel: meta-device build, DCP checkpoints
         result = finetune_generation(recipe)
     else:
         from alicemind.palm.runner import finetune

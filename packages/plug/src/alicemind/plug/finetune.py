@@ -35,8 +35,9 @@ def use_sharded_engine(recipe: dict[str, Any]) -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 or parallel_layout(recipe)[0] > 1
 
 
-def sharded_strategy(folder: Path, recipe: dict[str, Any]) -> ShardedStrategy:
-    """The strategy that fills a meta-device PLUG model from ``folder`` at this launch's layout."""
+def sharded_strategy(folder: Path, recipe: dict[str, Any], new_modules: tuple[str, ...] = ()) -> ShardedStrategy:
+    """The strategy that fills a meta-device PLUG model from ``folder`` at this launch's layout (``new_modules``:
+    a task head the checkpoint may lack, initialised instead)."""
     from torch.distributed.tensor.parallel import loss_parallel
 
     tp, dp = parallel_layout(recipe)
@@ -47,9 +48,10 @@ def sharded_strategy(folder: Path, recipe: dict[str, Any]) -> ShardedStrategy:
         if mesh is None:  # one process: the whole (unfused) model, read slice by slice all the same
             unfuse_projections(model)
             model.to_empty(device="cpu")
-            load_sharded_weights(model, folder)
+            load_sharded_weights(model, folder, new_modules=new_modules)
             return model
-        return parallelize_plug(model, mesh, weights=folder, activation_checkpointing=checkpointing)
+        return parallelize_plug(model, mesh, weights=folder, activation_checkpointing=checkpointing,
+                                new_modules=new_modules)  # fmt: skip
 
     return ShardedStrategy(
         parallelize,

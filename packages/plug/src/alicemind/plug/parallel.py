@@ -120,12 +120,14 @@ def parallelize_plug(
     tp_dim: str = "tp",
     dp_dim: str = "dp",
     activation_checkpointing: bool = False,
+    new_modules: tuple[str, ...] = (),
 ) -> nn.Module:
     """Tensor-parallel over ``mesh[tp_dim]``, FSDP2 over ``mesh[dp_dim]`` (either may be absent), in place.
 
     Build ``model`` under ``torch.device("meta")`` and pass ``weights`` (our model folder, sharded or not): each
     rank then allocates and reads only its own slice of every tensor. ``activation_checkpointing`` recomputes
-    each block in the backward pass (the original's one layer per chunk).
+    each block in the backward pass (the original's one layer per chunk). ``new_modules`` (e.g.
+    ``("classifier",)``) may be absent from ``weights``: they get BERT's initialisation instead.
     """
     unfuse_projections(model)
     tp_mesh, dp_mesh = _submesh(mesh, tp_dim), _submesh(mesh, dp_dim)
@@ -141,7 +143,7 @@ def parallelize_plug(
     if weights is not None:
         if any(p.is_meta for p in model.parameters()):
             model.to_empty(device=_mesh_device(mesh))
-        load_sharded_weights(model, weights)
+        load_sharded_weights(model, weights, new_modules=new_modules)
     if dp_mesh is not None:
         for block in _blocks(model):
             fully_shard(block, mesh=dp_mesh)
@@ -212,25 +214,30 @@ def save_gathered(model: nn.Module, folder: str | Path, tokenizer=None) -> Path:
     return folder
 
 
-def load_sharded_weights(model: nn.Module, folder: str | Path) -> None:
+def load_sharded_weights(model: nn.Module, folder: str | Path, *, new_modules: tuple[str, ...] = ()) -> None:
     """Fill every parameter (plain or DTensor) with its slice of a saved model, reading only that slice.
 
-    Strict: every parameter must be found, and every file key other than the pre-training heads must be used.
+    Strict: every parameter must be found, and every file key other than the pre-training heads must be used,
+    except that the submodules named in ``new_modules`` (a task head) are initialised when the files lack them
+    (BERT's init, ``config.initializer_range``), and a decoder is ignored when the model has none.
     """
     from safetensors import safe_open
+
+    from alicemind.core.modeling import init_bert_weights
 
     folder = Path(folder)
     files = _weight_files(folder)
     used: set[str] = set()
     handles: dict[Path, object] = {}
     tensors = dict(model.named_parameters())
-    missing = []
+    missing: list[str] = []
+    absent: list[str] = []  # parameters of new_modules the files lack
     for name, param in tensors.items():
         clean = _clean(name)
         try:
             key, part, parts = fused_name(clean, files)
         except KeyError:
-            missing.append(clean)
+            (absent if clean.startswith(tuple(f"{m}." for m in new_modules)) else missing).append(clean)
             continue
         used.add(key)
         if files[key] not in handles:
@@ -248,7 +255,15 @@ def load_sharded_weights(model: nn.Module, folder: str | Path) -> None:
         )
         with torch.no_grad():
             local.copy_(view[index] if index else view[:])
-    unused = sorted(k for k in files if k not in used and not k.startswith("mlm_head."))
+    for name in new_modules:
+        if not any(a.startswith(f"{name}.") for a in absent):
+            continue
+        if any(key.startswith(f"{name}.") for key in used):  # half a head: a broken file, not a new head
+            missing += [a for a in absent if a.startswith(f"{name}.")]
+        else:
+            init_bert_weights(model.get_submodule(name), model.config.initializer_range)
+    skip = ("mlm_head.",) + (() if hasattr(model, "decoder") else ("decoder.",))
+    unused = sorted(k for k in files if k not in used and not k.startswith(skip))
     if missing or unused:
         raise KeyError(f"{folder}: parameters not in the files {missing[:10]}; file keys not used {unused[:10]}")
 
