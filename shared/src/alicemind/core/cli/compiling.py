@@ -4,7 +4,9 @@ A family adds the flags with :func:`add_compile_arguments` and wraps the verb's 
 wherever the verb (or a runner it calls) has its model, ``model = maybe_optimize(model)`` compiles it when the
 flag is on and returns it unchanged otherwise. While compiling, :func:`inference_buckets` gives the shape buckets
 a collator should pad batch lengths to (``DataCollatorWithPadding(..., bucket_lengths=inference_buckets())``), so a
-stream of ragged batches compiles a handful of graphs instead of one per length.
+stream of ragged batches compiles a handful of graphs instead of one per length. A verb that holds its model and
+collator itself may pass its ``args`` instead of using the scope: ``maybe_optimize(model, args)``,
+``inference_buckets(max_length, args)``. Call ``model.eval()`` before compiling: it returns the eager module.
 
 ``--compile-backend`` (default ``$ALICEMIND_COMPILE_BACKEND``, else ``inductor``) picks the torch.compile backend;
 ``aot_eager`` or ``eager`` trace without generating code, which is what tests use.
