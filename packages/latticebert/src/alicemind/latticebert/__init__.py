@@ -1,6 +1,8 @@
 """LatticeBERT (Lai et al., 2021): Chinese BERT over lattices of characters and lexicon words."""
 
+from alicemind.core.interop import register_family as _register_family
 from alicemind.latticebert.config import LatticeBertConfig
+from alicemind.latticebert.interop import SPEC as _SPEC
 from alicemind.latticebert.model import (
     EncoderOutput,
     LatticeBertForPreTraining,
@@ -11,6 +13,8 @@ from alicemind.latticebert.model import (
     TaskOutput,
 )
 from alicemind.latticebert.version import __version__
+
+_register_family(_SPEC)  # transformers' Auto classes (once transformers is imported) and `alicemind export`
 
 __all__ = [
     "EncoderOutput",

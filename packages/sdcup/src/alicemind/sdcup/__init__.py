@@ -1,12 +1,16 @@
 """SDCUP (Hui et al.): a table-aware UER-BERT encoder, SQLova-style NL2SQL executed on SQLite, and
 schema-dependency pre-training under a schema-aware curriculum."""
 
+from alicemind.core.interop import register_family as _register_family
 from alicemind.sdcup.config import DEPENDENCY_LABELS, SdcupConfig
+from alicemind.sdcup.interop import SPEC as _SPEC
 from alicemind.sdcup.model import SdcupEncoder, SdcupForPreTraining, UerLayerNorm
 from alicemind.sdcup.nl2sql import SdcupForNL2SQL
 from alicemind.sdcup.sql import SqlQuery, TableDatabase
 from alicemind.sdcup.table import Table, TableError, TableQuestion, TableTooLongError
 from alicemind.sdcup.version import __version__
+
+_register_family(_SPEC)  # transformers' Auto classes (once transformers is imported) and `alicemind export`
 
 __all__ = [
     "DEPENDENCY_LABELS",

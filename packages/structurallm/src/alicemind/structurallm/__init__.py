@@ -1,8 +1,10 @@
 """StructuralLM (Li et al., 2021): a cell-level layout language model for form understanding, document QA and
 document classification."""
 
+from alicemind.core.interop import register_family as _register_family
 from alicemind.structurallm.config import StructuralLMConfig
 from alicemind.structurallm.documents import Document, DocumentError, make_document, read_documents, read_funsd
+from alicemind.structurallm.interop import SPEC as _SPEC
 from alicemind.structurallm.model import (
     EncoderOutput,
     StructuralLMForPreTraining,
@@ -13,6 +15,8 @@ from alicemind.structurallm.model import (
     TaskOutput,
 )
 from alicemind.structurallm.version import __version__
+
+_register_family(_SPEC)  # transformers' Auto classes (once transformers is imported) and `alicemind export`
 
 __all__ = [
     "Document",

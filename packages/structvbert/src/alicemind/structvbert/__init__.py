@@ -1,6 +1,8 @@
 """StructVBERT (AliceMind): a single-stream vision-language BERT over detector region features."""
 
+from alicemind.core.interop import register_family as _register_family
 from alicemind.structvbert.config import StructVBertConfig
+from alicemind.structvbert.interop import SPEC as _SPEC
 from alicemind.structvbert.model import (
     EncoderOutput,
     StructVBertForNLVR2,
@@ -12,6 +14,8 @@ from alicemind.structvbert.model import (
 from alicemind.structvbert.optim import BertAdam
 from alicemind.structvbert.regions import RegionFeatures
 from alicemind.structvbert.version import __version__
+
+_register_family(_SPEC)  # transformers' Auto classes (once transformers is imported) and `alicemind export`
 
 __all__ = [
     "BertAdam",

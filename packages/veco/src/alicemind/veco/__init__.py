@@ -2,8 +2,10 @@
 encoder with every task head, the fairseq encoder-decoder, CA-MLM pre-training with the plug-in cross-attention,
 converters for both releases and the XTREME / WMT14 recipes."""
 
+from alicemind.core.interop import register_family as _register_family
 from alicemind.veco import hub as _hub  # noqa: F401  (registers veco.large / veco.large.nlg)
 from alicemind.veco.config import VecoConfig
+from alicemind.veco.interop import SPEC as _SPEC
 from alicemind.veco.model import (
     VecoForMultipleChoice,
     VecoForQuestionAnswering,
@@ -15,6 +17,8 @@ from alicemind.veco.pretraining import VecoForPreTraining, init_nlg_from_pretrai
 from alicemind.veco.seq2seq import VecoForConditionalGeneration
 from alicemind.veco.tokenization import VecoTokenizer
 from alicemind.veco.version import __version__
+
+_register_family(_SPEC)  # `alicemind export onnx` (transformers' XLM-R classes load the NLU folders as they are)
 
 __all__ = [
     "VecoConfig",

@@ -40,6 +40,8 @@ TASKS: dict[str, tuple[str, type[ModelOutput]]] = {
     "question-answering": ("AutoModelForQuestionAnswering", outs.QuestionAnsweringModelOutput),
     "multiple-choice": ("AutoModelForMultipleChoice", outs.MultipleChoiceModelOutput),
     "seq2seq-lm": ("AutoModelForSeq2SeqLM", outs.Seq2SeqLMOutput),
+    "visual-question-answering": ("AutoModelForVisualQuestionAnswering", outs.SequenceClassifierOutput),
+    "image-text-to-text": ("AutoModelForImageTextToText", ModelOutput),
 }
 if set(TASKS) != set(TASK_NAMES):
     raise RuntimeError(f"interop.hf knows tasks {sorted(TASKS)}, interop.spec {sorted(TASK_NAMES)}")

@@ -27,6 +27,8 @@ TASK_OUTPUTS: dict[str, dict[str, str | tuple[str, int]]] = {
     "question-answering": {"start_logits": ("logits", 0), "end_logits": ("logits", 1)},
     "multiple-choice": {"logits": "logits"},
     "seq2seq-lm": {"logits": "logits", "encoder_last_hidden_state": "encoder_hidden_state"},
+    "visual-question-answering": {"logits": "logits"},
+    "image-text-to-text": {},
 }
 TASK_NAMES = tuple(TASK_OUTPUTS)
 
