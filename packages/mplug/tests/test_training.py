@@ -17,6 +17,9 @@ from alicemind.mplug.training import train
 
 # A short run: a fast momentum encoder (0.5, not 0.995), so the ITC targets and queue follow within 100 steps.
 FAST = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, momentum=0.5)
+# initializer_range 0.2 ~ 1/sqrt(32): BERT's 0.02 (made for 768 wide) starts a 32-wide fusion near uniform attention,
+# and ITM, which must bind the caption's words to the image, then sits on its label prior for >150 steps (measured).
+WIDE_INIT = dict(initializer_range=0.2)
 
 
 def _records(n, seed):
@@ -55,10 +58,7 @@ def _held_out_matching(model, seed):
 
 def test_every_pretraining_loss_falls():
     torch.manual_seed(0)
-    # initializer_range 0.2 ~ 1/sqrt(32): BERT's 0.02 (made for 768 wide) starts a 32-wide fusion near uniform
-    # attention, and ITM, which must bind the caption's words to the image, then sits on its label prior for
-    # >150 steps (measured); lr 2e-3 lets it leave that plateau inside this short run.
-    model = MPlugForPreTraining(tiny_config(**FAST, initializer_range=0.2))
+    model = MPlugForPreTraining(tiny_config(**FAST, **WIDE_INIT))  # lr 2e-3: ITM leaves its plateau in 200 steps
     prior = -(math.log(1 / 3) / 3 + 2 * math.log(2 / 3) / 3)  # 0.6365: ITM's 1:2 label-ratio entropy
     start_loss, start_accuracy = _held_out_matching(model.eval(), seed=99)
     # idx groups pairs with the same caption (ITC positives), as the release groups captions of one image
@@ -118,7 +118,8 @@ def test_caption_finetune_names_colour_and_shape_on_held_out_images(caption_mode
 
 def test_retrieval_r1_far_above_chance():
     torch.manual_seed(2)
-    model = MPlugForRetrieval(tiny_config(**FAST))
+    # ITM re-ranks ITC's top 4; with BERT's 0.02 init its ITM stays near the prior and R@1 sat at 0.25-0.5 by seed
+    model = MPlugForRetrieval(tiny_config(**FAST, **WIDE_INIT))
     train(model, _records(96, 2), processor(), "retrieval", _training(150, 2e-3), augment=False)
     model.eval()
     proc = processor()
@@ -128,4 +129,4 @@ def test_retrieval_r1_far_above_chance():
     i2t, t2i = retrieval_scores(model, pixels, ids, mask, k_test=4)
     truth = [{i} for i in range(12)]
     r_i2t, r_t2i = recall_at_k(i2t, truth), recall_at_k(t2i, truth)
-    assert r_i2t[1] >= 0.5 and r_t2i[1] >= 0.5, (r_i2t, r_t2i)  # chance is 1/12
+    assert r_i2t[1] >= 0.75 and r_t2i[1] >= 0.75, (r_i2t, r_t2i)  # chance is 1/12 (measured 0.92 / 0.83)
