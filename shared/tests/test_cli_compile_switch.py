@@ -110,3 +110,19 @@ def test_bucketed_batches_give_the_unbucketed_outputs_at_real_positions():
             out_b = model(b["input_ids"], b["attention_mask"])
         for row, n in enumerate(lengths):
             torch.testing.assert_close(out_b[row, :n], out_a[row, :n], atol=1e-5, rtol=1e-5)
+
+
+def test_a_ragged_stream_compiles_one_graph_per_bucket():
+    from alicemind.core.ops.compiling import trace_calls
+
+    torch.manual_seed(0)
+    model = _TinyTagger().eval()
+    bucketed = DataCollatorWithPadding(0, bucket_lengths=(8, 16, 32))
+    lengths = [[3, 5], [7, 2], [9, 4], [12, 16], [6, 1], [20, 3], [31, 8], [15, 10]]  # 8 batches of 8 distinct widths
+    graphs = {}
+    for name, collate in (("bucketed", bucketed), ("plain", DataCollatorWithPadding(0))):
+        batches = [collate(_features(n, i)) for i, n in enumerate(lengths)]
+        with torch.no_grad():
+            trace = trace_calls(model, [(b["input_ids"], b["attention_mask"]) for b in batches], dynamic=False)
+        graphs[name] = trace.graphs
+    assert graphs == {"bucketed": 3, "plain": 8}  # widths 8, 16, 32 against one graph per distinct batch width
