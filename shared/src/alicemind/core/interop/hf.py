@@ -27,7 +27,7 @@ from transformers import modeling_outputs as outs
 from transformers.utils import ModelOutput
 
 from alicemind.core.config import ModelConfig
-from alicemind.core.interop.spec import TASK_NAMES, FamilySpec, output_values
+from alicemind.core.interop.spec import TASK_NAMES, TASK_OUTPUTS, FamilySpec, output_values
 from alicemind.core.modeling import PreTrainedModel as AliceMindModel
 
 # Task -> (transformers Auto class, output class); the fields and their sources are spec.TASK_OUTPUTS.
@@ -120,6 +120,8 @@ def make_config_class(
     def to_alicemind(self) -> ModelConfig:
         """Our config with this config's values (transformers' int label ids written back as strings)."""
         values = {name: getattr(self, name) for name in names if hasattr(self, name)}
+        # transformers answers None for label fields it does not hold (num_labels without id2label): ours stand.
+        values = {k: v for k, v in values.items() if v is not None or defaults.get(k) is None}
         if values.get("id2label") is not None:
             values["id2label"] = {str(k): v for k, v in values["id2label"].items()}
         return our_class.from_dict(values)
@@ -156,6 +158,8 @@ def make_model_class(
     bases: tuple[type, ...] = (AliceMindHFModel,)
     if hasattr(our_class, "decode_step"):
         bases = (AliceMindHFSeq2Seq,)
+    elif callable(getattr(our_class, "generate", None)):
+        bases = (AliceMindHFGenerates,)
     return type(our_class.__name__, bases, body)
 
 
@@ -243,14 +247,25 @@ class AliceMindHFModel(PreTrainedModel):
 def to_model_output(out: Any, task: str) -> ModelOutput:
     """Our model's output as the transformers output class of ``task`` (a generic ``ModelOutput`` otherwise)."""
     values = output_values(out, task, with_loss=True)
-    if TASKS[task][1] is ModelOutput and not isinstance(out, torch.Tensor):
-        return _generic_output_class(type(out))(**values)
+    if not isinstance(out, torch.Tensor) and (TASKS[task][1] is ModelOutput or _has_more_states(out, task)):
+        # Our own field names (the usual ones where they exist): a task output class would drop the others.
+        return _generic_output_class(type(out))(**output_values(out, "pretraining"))
     if task == "base" and isinstance(out, torch.Tensor):
         return outs.BaseModelOutput(**values)
     hidden = getattr(out, "hidden_states", None)
     if hidden is not None and "hidden_states" in TASKS[task][1].__dataclass_fields__:
         values["hidden_states"] = hidden
     return TASKS[task][1](**values)
+
+
+def _has_more_states(out: Any, task: str) -> bool:
+    """Whether ``out`` holds tensors the task's transformers output has no field for (StructVBERT's visual states)."""
+    known = set(TASKS[task][1].__dataclass_fields__)
+    sources = {s[0] if isinstance(s, tuple) else s for s in TASK_OUTPUTS[task].values()}
+    return any(
+        isinstance(getattr(out, f.name), torch.Tensor) and f.name not in known | sources
+        for f in dataclasses.fields(out)
+    )
 
 
 @functools.cache
@@ -280,6 +295,19 @@ class AliceMindHFSeq2Seq(AliceMindHFModel):
 
         settings = generation_settings(self.alicemind, kwargs.pop("generation_config", None), kwargs)
         return generate(self.alicemind, input_ids, attention_mask, GenerationConfig(**settings)).sequences
+
+
+class AliceMindHFGenerates(AliceMindHFModel):
+    """A wrapper around a model with its own ``generate`` (mPLUG captioning): transformers' call reaches it."""
+
+    @classmethod
+    def can_generate(cls) -> bool:
+        return True
+
+    @torch.no_grad()
+    def generate(self, *args, **kwargs):
+        """Our model's ``generate`` (its own arguments and return value; see the family's documentation)."""
+        return self.alicemind.generate(*args, **kwargs)
 
 
 def generation_settings(model: AliceMindModel, hf_config: Any, kwargs: dict[str, Any]) -> dict[str, Any]:

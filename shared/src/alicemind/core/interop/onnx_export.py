@@ -129,7 +129,9 @@ def export_encoder(model: nn.Module, task: str, out_dir: Path, atol: float) -> t
         feeds = _encoder_inputs(model, batch, length, seed=1 + i)
         with torch.no_grad():
             expected = output_values(model(**feeds), task)
-        diff = max(diff, _compare(expected, run_session(session, feeds), f"{path.name} at {batch}x{length}", atol))
+        diff = max(
+            diff, compare_outputs(expected, run_session(session, feeds), f"{path.name} at {batch}x{length}", atol)
+        )
     return path, diff, outputs
 
 
@@ -150,7 +152,9 @@ def _export(module, args, path, input_names, output_names, axes) -> None:
         )
 
 
-def _compare(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor], where: str, atol: float) -> float:
+def compare_outputs(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor], where: str, atol: float) -> float:
+    """Largest |difference| over the outputs of ``expected``; :class:`OnnxMismatchError` beyond ``atol`` or on
+    another shape or other infinite positions (names ``where`` the graph and size)."""
     worst = 0.0
     for name, value in expected.items():
         other = got[name]
@@ -298,7 +302,7 @@ def _check_seq2seq(model: nn.Module, enc_path: Path, step_path: Path, atol: floa
         }
         got_cross = run_session(encoder, feeds)
         where = f"{enc_path.name} at {batch}x{length}"
-        worst[enc_path.name] = max(worst[enc_path.name], _compare(expected_cross, got_cross, where, atol))
+        worst[enc_path.name] = max(worst[enc_path.name], compare_outputs(expected_cross, got_cross, where, atol))
         past = dict(zip(_names("past", layers), _empty_past(model, batch)))
         g = torch.Generator().manual_seed(100 + i)
         for t in range(steps):
@@ -309,7 +313,7 @@ def _check_seq2seq(model: nn.Module, enc_path: Path, step_path: Path, atol: floa
                 decoder, {"decoder_input_ids": token, "encoder_attention_mask": mask, **past, **got_cross}
             )
             where = f"{step_path.name} at {batch}x{length}, step {t}"
-            worst[step_path.name] = max(worst[step_path.name], _compare({"logits": expected}, got, where, atol))
+            worst[step_path.name] = max(worst[step_path.name], compare_outputs({"logits": expected}, got, where, atol))
             past = {n.replace("present", "past"): got[n] for n in got if n.startswith("present")}
     return worst
 

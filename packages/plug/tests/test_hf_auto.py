@@ -1,0 +1,38 @@
+"""PLUG in transformers: AutoModelForSeq2SeqLM / AutoModelForSequenceClassification load a saved tiny model as
+ours (exactly our outputs); ``generate`` is core.generation's."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+import alicemind.plug as plug
+from alicemind.core.generation import GenerationConfig, generate
+from alicemind.core.interop.checks import max_output_difference
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+IDS = torch.tensor([[101, 7, 8, 9, 102, 0], [101, 10, 11, 12, 13, 102]])
+MASK = (IDS != 0).long()
+CASES = [
+    ("PlugForConditionalGeneration", "AutoModelForSeq2SeqLM", dict(decoder_input_ids=torch.tensor([[101, 5]] * 2))),
+    ("PlugForSequenceClassification", "AutoModelForSequenceClassification", {}),
+]
+
+
+@pytest.mark.parametrize(("ours", "auto", "extra"), CASES, ids=[c[1] for c in CASES])
+def test_auto_class_returns_our_model_with_our_outputs(tmp_path, ours, auto, extra):
+    import transformers
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = getattr(plug, ours)(plug.PlugConfig.from_preset("plug.tiny")).eval()
+    model.save_pretrained(tmp_path / "m")
+    loaded = getattr(transformers, auto).from_pretrained(tmp_path / "m")
+    assert type(loaded).__name__ == ours
+    inputs = dict(input_ids=IDS, attention_mask=MASK, **extra)
+    assert max_output_difference(model, auto, tmp_path / "m", inputs) == 0.0
+    if auto == "AutoModelForSeq2SeqLM":
+        expected = generate(model, IDS, MASK, GenerationConfig(**model.generation_defaults(), max_new_tokens=4))
+        assert torch.equal(loaded.generate(IDS, attention_mask=MASK, max_new_tokens=4), expected.sequences)

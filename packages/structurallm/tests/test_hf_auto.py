@@ -1,0 +1,37 @@
+"""StructuralLM in transformers: each Auto class loads a saved tiny model as ours, with exactly our outputs."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+import alicemind.structurallm as structurallm
+from alicemind.core.interop.checks import max_output_difference
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+IDS = torch.tensor([[0, 7, 8, 9, 2, 1], [0, 10, 11, 12, 13, 2]])
+INPUTS = dict(
+    input_ids=IDS,
+    bbox=torch.tensor([[[0, 0, 0, 0]] + [[60, 60, 300, 90]] * 3 + [[1000, 1000, 1000, 1000]] * 2] * 2),
+    attention_mask=torch.tensor([[1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1]]),
+)
+CASES = [
+    ("StructuralLMModel", "AutoModel"),
+    ("StructuralLMForTokenClassification", "AutoModelForTokenClassification"),
+    ("StructuralLMForQuestionAnswering", "AutoModelForQuestionAnswering"),
+    ("StructuralLMForSequenceClassification", "AutoModelForSequenceClassification"),
+]
+
+
+@pytest.mark.parametrize(("ours", "auto"), CASES, ids=[c[1] for c in CASES])
+def test_auto_class_returns_our_model_with_our_outputs(tmp_path, ours, auto):
+    import transformers
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = getattr(structurallm, ours)(structurallm.StructuralLMConfig.from_preset("structurallm.test")).eval()
+    model.save_pretrained(tmp_path / "m")
+    assert type(getattr(transformers, auto).from_pretrained(tmp_path / "m")).__name__ == ours
+    assert max_output_difference(model, auto, tmp_path / "m", INPUTS) == 0.0
