@@ -110,7 +110,7 @@ def test_scst_step_raises_the_likelihood_of_the_rewarded_beam():
 
     before = nll_of_first_beams()
     out = model.scst_loss(pixels, refs, proc.decode, num_beams=3, max_new_tokens=4, eos_token_id=None)
-    assert float(out.metrics["reward"]) > 0 and float(out.loss) != 0.0
+    assert float(out.metrics["reward"]) > 0 and float(out.loss.detach()) != 0.0
     out.loss.backward()
     with torch.no_grad():
         for p in model.parameters():
