@@ -205,7 +205,8 @@ def register(subparsers) -> None:
         description="The README tables (released models; VQA, caption CE and CIDEr-opt, retrieval, RefCOCO/+/g, "
         "SNLI-VE, NLVR2) with an 'ours' column: our parameter count per released size (built on the meta device, "
         "no download) and the metrics of our finetune/evaluate runs found under --runs (their metrics.json, which "
-        "names the recipe; RefCOCO+/g runs say dataset=refcoco+ or dataset=refcocog). Nothing is trained here.",
+        "names the recipe; a refcoco run's dataset= picks its row by the TransVG names: unc = RefCOCO, unc+ = "
+        "RefCOCO+, gref/gref_umd = RefCOCOg). Nothing is trained here.",
     )
     reproduce.add_argument("--table", choices=("models", "results", "all"), default="all", help="which table (all)")
     reproduce.add_argument("--runs", nargs="+", metavar="DIR", help="run folders (or metrics.json files) to read")
