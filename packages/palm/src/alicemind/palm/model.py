@@ -51,10 +51,16 @@ class PalmDecoderCache:
     row_source: torch.Tensor  # [R] the cross-attention row each decoder row reads; R = N, or G * N in groups
     encoder_hidden: torch.Tensor | None = None  # pointer-generator only, per cross-attention row
     source_ids: torch.Tensor | None = None  # pointer-generator only, per cross-attention row
+    position: torch.Tensor | None = None  # static caches: [1] next decoder position, shared by every layer
 
     @property
     def length(self) -> int:
         return self.layers[0].self_kv.length
+
+    @property
+    def static(self) -> bool:
+        """Fixed-size self-attention buffers written at ``position`` (one compiled graph for every step)."""
+        return self.position is not None
 
 
 class PalmModel(PreTrainedModel):
@@ -156,10 +162,16 @@ class PalmModel(PreTrainedModel):
         return hidden
 
     # -- decoder ----------------------------------------------------------------------------------------------
-    def embed_decoder(self, decoder_input_ids: torch.Tensor, past_length: int = 0) -> torch.Tensor:
+    def embed_decoder(
+        self, decoder_input_ids: torch.Tensor, past_length: int = 0, position_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Decoder input embeddings at positions ``past_length``.. or, when given, ``position_ids`` ``[1, T]``."""
         if self.decoder_embeddings is None:
-            return self.embeddings(decoder_input_ids, past_length=past_length)
-        positions = self.decoder_positions(decoder_input_ids.shape[1], past_length)
+            return self.embeddings(decoder_input_ids, past_length=past_length, position_ids=position_ids)
+        if position_ids is not None:
+            positions = self.decoder_positions.table[position_ids]
+        else:
+            positions = self.decoder_positions(decoder_input_ids.shape[1], past_length)
         return self.decoder_embeddings(decoder_input_ids, extra=positions)
 
     def decode(
@@ -285,18 +297,22 @@ class PalmForConditionalGeneration(PalmModel):
         max_length: int,
         *,
         source_ids: torch.Tensor | None = None,
+        static: bool = False,
     ) -> PalmDecoderCache:
         """Empty self-attention caches for ``max_length`` positions; cross-attention keys/values computed once.
 
         With the pointer-generator, ``source_ids`` defaults to the ids of the latest :meth:`encode` call that
-        produced ``encoder_hidden``.
+        produced ``encoder_hidden``. ``static=True``: fixed ``max_length`` buffers written at a tensor position,
+        so every decode step has the same shapes (one compiled graph); see ``alicemind.core.generation``.
         """
         batch = encoder_hidden.shape[0]
+        device = encoder_hidden.device
         if encoder_mask is None:
-            encoder_mask = torch.ones(encoder_hidden.shape[:2], dtype=torch.bool, device=encoder_hidden.device)
-        layers = self.decoder.init_caches(batch, max_length, encoder_hidden)
-        rows = torch.arange(batch, device=encoder_hidden.device)
-        cache = PalmDecoderCache(layers, encoder_mask.bool(), rows, rows)
+            encoder_mask = torch.ones(encoder_hidden.shape[:2], dtype=torch.bool, device=device)
+        position = torch.zeros(1, dtype=torch.long, device=device) if static else None
+        layers = self.decoder.init_caches(batch, max_length, encoder_hidden, position=position)
+        rows = torch.arange(batch, device=device)
+        cache = PalmDecoderCache(layers, encoder_mask.bool(), rows, rows, position=position)
         if self.copy_gate is not None:
             if source_ids is None:
                 pending = self._pending_source
@@ -312,8 +328,15 @@ class PalmForConditionalGeneration(PalmModel):
 
     def decode_step(self, decoder_input_ids: torch.Tensor, cache: PalmDecoderCache) -> torch.Tensor:
         """Logits ``[B, T_new, V]`` of the new tokens; their keys/values are appended to ``cache``."""
-        x = self.embed_decoder(decoder_input_ids, past_length=cache.length)
+        if cache.static:
+            new = decoder_input_ids.shape[1]
+            positions = cache.position + torch.arange(new, device=decoder_input_ids.device)
+            x = self.embed_decoder(decoder_input_ids, position_ids=positions[None])
+        else:
+            x = self.embed_decoder(decoder_input_ids, past_length=cache.length)
         out = self.decoder(x, causal=True, encoder_padding_mask=cache.encoder_mask, caches=cache.layers)
+        if cache.static:
+            cache.position.add_(new)  # after every layer wrote at the old position
         keys = cache.layers[-1].cross_kv[0] if self.copy_gate is not None else None
         return self._project(out.last_hidden_state, cache.encoder_hidden, cache.encoder_mask, cache.source_ids, keys)
 
@@ -325,9 +348,15 @@ class PalmForConditionalGeneration(PalmModel):
         beam reordering then copies nothing there, and attention reads each source's keys once for all its
         beams. They are copied only when a source leaves (or, with the pointer-generator, whose copy
         distribution is computed per row, when rows stop matching them one to one).
+
+        A static cache keeps its row count after the first expansion: the engine's static searches reorder
+        rows only within a source's group, whose cross-attention data are identical, so only the
+        self-attention buffers move (in place, with no host sync).
         """
         for layer in cache.layers:
             layer.self_kv.index_select(index)
+        if cache.static and index.numel() == cache.row_source.numel():
+            return cache
         cross_rows = cache.row_source.index_select(0, index)
         sources = cache.cross_source.index_select(0, cross_rows)
         groups = group_rows_by_source(sources) if self.copy_gate is None else None

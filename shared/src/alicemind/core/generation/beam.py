@@ -75,7 +75,13 @@ class _Hypotheses:
 
 
 def beam_search(
-    model: EncoderDecoderLM, cache: Any, prompt: Tensor, config: GenerationConfig, max_new_tokens: int
+    model: EncoderDecoderLM,
+    cache: Any,
+    prompt: Tensor,
+    config: GenerationConfig,
+    max_new_tokens: int,
+    *,
+    static: bool = False,
 ) -> GenerationOutput:
     """Beam search from a fresh ``cache`` for the decoder ``prompt`` ``[B, P]``.
 
@@ -84,6 +90,10 @@ def beam_search(
     hypotheses (scored ``sum / lp(length)``); the best ``num_beams`` non-EOS candidates are the next beams.
     A source row leaves the active batch when ``_Hypotheses.done`` says so, or, with
     ``beam_stopping="top_beam"``, as soon as its best candidate is EOS (PreSumm's and PALM's rule).
+
+    ``static=True`` (a static cache): a stopped source stays in the batch, its beams still run but no longer
+    change its hypotheses, so every step after the first has the same shapes (one compiled decode graph) and
+    the cache is reordered only within each source's beams. The results equal the default path's.
     """
     batch, prompt_len = prompt.shape
     beams = config.num_beams
@@ -102,6 +112,7 @@ def beam_search(
     history_rows[:, :prompt_len] = prompt[expand]
 
     active = torch.arange(batch, device=device)
+    stopped = torch.zeros(batch, dtype=torch.bool, device=device)  # static only: sources that are done
     hyps: _Hypotheses | None = None
     beam_sums: Tensor | None = None
     tokens = prompt[expand, -1].view(batch, beams)
@@ -127,6 +138,8 @@ def beam_search(
         is_eos = torch.isin(top_tokens, eos)
 
         finished = is_eos[:, :beams] & torch.isfinite(top_sums[:, :beams])
+        if static:
+            finished &= ~stopped.unsqueeze(1)
         if bool(finished.any()):
             hit = finished.any(dim=1).nonzero().squeeze(1)
             ended = history_rows[top_src[hit, :beams].reshape(-1)].view(hit.numel(), beams, width)
@@ -142,6 +155,9 @@ def beam_search(
         if step == max_new_tokens - 1:
             live = history_rows[beam_src.reshape(-1)].view(rows, beams, width)
             live[:, :, position] = tokens
+            if static:
+                going = (~stopped).nonzero().squeeze(1)
+                live, beam_sums, active = live[going], beam_sums[going], active[going]
             hyps.add(active, beam_sums, live, length)
             break
         if config.beam_stopping == "top_beam":
@@ -149,8 +165,17 @@ def beam_search(
             done = finished[:, 0] | torch.isneginf(beam_sums).all(dim=1)
         else:
             done = hyps.done(active, beam_sums, length, max_new_tokens)
+        if static:
+            done = done | stopped
         if bool(done.all()):
             break
+        if static:
+            stopped = done
+            index = beam_src.reshape(-1)
+            history_rows = history_rows[index]
+            history_rows[:, position] = tokens.reshape(-1)
+            cache = model.reorder_cache(cache, index)
+            continue
         going = (~done).nonzero().squeeze(1)
         index = beam_src[going].reshape(-1)
         history_rows = history_rows[index]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import torch
@@ -11,8 +12,9 @@ from alicemind.core.generation.beam import beam_search
 from alicemind.core.generation.config import GenerationConfig
 from alicemind.core.generation.output import GenerationOutput
 from alicemind.core.generation.protocol import EncoderDecoderLM, Streamer
-from alicemind.core.generation.search import greedy_or_sample
+from alicemind.core.generation.search import greedy_or_sample, static_greedy_or_sample
 from alicemind.core.layers.embeddings import SequenceTooLongError
+from alicemind.core.ops.compiling import bucket_length
 
 StreamCallback = Callable[[Tensor, Tensor], None]
 _PROTOCOL_METHODS = ("encode", "init_decoder_cache", "decode_step", "reorder_cache")
@@ -63,6 +65,7 @@ def generate(
     streamer: Streamer | StreamCallback | None = None,
     generator: torch.Generator | None = None,
     decoder_input_ids: Tensor | None = None,
+    static_cache: bool | None = None,
 ) -> GenerationOutput:
     """Generate from a padded source batch ``input_ids`` ``[B, S]`` with ``model`` (see :class:`EncoderDecoderLM`).
 
@@ -70,6 +73,11 @@ def generate(
     ``config.decoder_start_token_id``. The encoder runs once and its cross-attention keys/values are cached.
     ``streamer`` (greedy and sampling only) gets each step's tokens; ``generator`` seeds sampling.
     Runs under ``torch.no_grad()`` (not inference mode, so the outputs may later feed a training step).
+
+    ``static_cache=True`` decodes over a fixed-size cache (the model's ``init_decoder_cache(..., static=True)``)
+    with every row in every step, so the decode step keeps one shape and compiles to one graph; the outputs equal
+    the default path's. ``None`` (default) uses it when the model says so (``prefers_static_cache``, set by
+    :func:`alicemind.core.ops.optimize_for_inference`) and its ``init_decoder_cache`` takes ``static``.
     """
     missing = [name for name in _PROTOCOL_METHODS if not callable(getattr(model, name, None))]
     if missing:
@@ -95,9 +103,30 @@ def generate(
         )
     with torch.no_grad():
         encoded = model.encode(input_ids, attention_mask)
+        if _use_static_cache(model, static_cache):
+            # A bucketed capacity: requests of nearby lengths share the compiled step.
+            capacity = bucket_length(prompt.shape[1] + max_new_tokens)
+            cache = model.init_decoder_cache(encoded, attention_mask, capacity, static=True)
+            if config.num_beams > 1:
+                return beam_search(model, cache, prompt, config, max_new_tokens, static=True)
+            return static_greedy_or_sample(
+                model, cache, prompt, config, max_new_tokens, streamer=_as_streamer(streamer), generator=generator
+            )
         cache = model.init_decoder_cache(encoded, attention_mask, prompt.shape[1] + max_new_tokens)
         if config.num_beams > 1:
             return beam_search(model, cache, prompt, config, max_new_tokens)
         return greedy_or_sample(
             model, cache, prompt, config, max_new_tokens, streamer=_as_streamer(streamer), generator=generator
         )
+
+
+def _use_static_cache(model: EncoderDecoderLM, requested: bool | None) -> bool:
+    try:
+        supported = "static" in inspect.signature(model.init_decoder_cache).parameters
+    except (TypeError, ValueError):  # a callable without a signature
+        supported = False
+    if requested and not supported:
+        raise TypeError(f"{type(model).__name__}.init_decoder_cache takes no static=: it has no static KV cache")
+    if requested is None:
+        return supported and bool(getattr(model, "prefers_static_cache", False))
+    return requested

@@ -102,3 +102,79 @@ def greedy_or_sample(
     assert sums is not None  # max_new_tokens >= 1 is validated by the config
     width = prompt_len + int(lengths.max())
     return GenerationOutput(sequences=sequences[:, :width], scores=sums, lengths=lengths)
+
+
+def static_greedy_or_sample(
+    model: EncoderDecoderLM,
+    cache: Any,
+    prompt: Tensor,
+    config: GenerationConfig,
+    max_new_tokens: int,
+    *,
+    streamer: Streamer | None = None,
+    generator: torch.Generator | None = None,
+) -> GenerationOutput:
+    """:func:`greedy_or_sample` over a static cache: every row runs every step, so each step has the same shapes.
+
+    Finished rows keep running (their tokens are replaced by the pad id and their scores stop counting) instead
+    of leaving the batch, so the decode step is one compiled graph for all steps; the stop check is the step's
+    one host sync. The outputs equal :func:`greedy_or_sample`'s: greedy rows do not depend on each other, and
+    sampling draws only for the rows still going, in the same order, once a row has finished.
+    """
+    batch, prompt_len = prompt.shape
+    copies = config.num_return_sequences
+    rows = batch * copies
+    device = prompt.device
+    pad = config.resolve_pad_token_id()
+    eos = torch.tensor(config.eos_ids, dtype=prompt.dtype, device=device)
+    needs_history = config.no_repeat_ngram_size > 0 or config.repetition_penalty != 1.0
+
+    sequences = prompt.new_full((rows, prompt_len + max_new_tokens), pad)
+    sequences[:, :prompt_len] = prompt.repeat_interleave(copies, dim=0)
+    lengths = torch.zeros(rows, dtype=torch.long, device=device)
+    finished = torch.zeros(rows, dtype=torch.bool, device=device)
+
+    logits = model.decode_step(prompt, cache)[:, -1]
+    if copies > 1:
+        expand = torch.arange(batch, device=device).repeat_interleave(copies)
+        cache = model.reorder_cache(cache, expand)
+        logits = logits[expand]
+
+    sums: Tensor | None = None
+    tokens = prompt[:, -1]
+    going: Tensor | None = None  # indices of the unfinished rows, once some row has finished (sampling only)
+    for step in range(max_new_tokens):
+        if step > 0:
+            logits = model.decode_step(tokens.unsqueeze(1), cache)[:, -1]
+        position = prompt_len + step
+        history = sequences[:, :position] if needs_history else None
+        scores = step_scores(logits, history, config, step)
+        if config.do_sample and going is not None:
+            # The dynamic path draws for the unfinished rows only; drawing for the same rows keeps the draws equal.
+            picked = _next_tokens(StepScores(*(t[going] for t in scores)), config, generator)
+            tokens = torch.full((rows,), pad, dtype=picked.dtype, device=device).index_copy_(0, going, picked)
+        else:
+            tokens = _next_tokens(scores, config, generator)
+        tokens = tokens.masked_fill(finished, pad)
+        if sums is None:
+            sums = torch.zeros(rows, dtype=scores.log_norm.dtype, device=device)
+        sequences[:, position] = tokens
+        lengths += ~finished
+        sums += scores.logprobs_of(tokens).masked_fill(finished, 0.0)
+        newly = torch.isin(tokens, eos) & ~finished
+        finished = finished | newly
+        if step == max_new_tokens - 1:
+            finished = torch.ones_like(finished)
+        if streamer is not None:
+            streamer.put(tokens, finished)
+        done_rows = int(finished.sum())  # the one host sync of a step: the stop check
+        if done_rows == rows:
+            break
+        if config.do_sample and done_rows and (going is None or going.numel() != rows - done_rows):
+            going = (~finished).nonzero().squeeze(1)
+
+    if streamer is not None:
+        streamer.end()
+    assert sums is not None  # max_new_tokens >= 1 is validated by the config
+    width = prompt_len + int(lengths.max())
+    return GenerationOutput(sequences=sequences[:, :width], scores=sums, lengths=lengths)

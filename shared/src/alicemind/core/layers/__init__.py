@@ -4,6 +4,7 @@ from alicemind.core.layers.activations import FeedForward, get_activation
 from alicemind.core.layers.attention import (
     KVCache,
     MultiHeadAttention,
+    StaticKVCache,
     build_attention_mask,
     causal_mask,
     grouped_cross_attention,
@@ -26,6 +27,7 @@ __all__ = [
     "ClassificationHead",
     "FeedForward",
     "KVCache",
+    "StaticKVCache",
     "LayerCache",
     "LayoutEmbeddings",
     "MaskedLMHead",

@@ -19,6 +19,8 @@ class KVCache:
     """Self-attention keys/values of past positions, preallocated and grown geometrically so decoding is not
     quadratic in copies. Tensors are ``[B, heads, capacity, head_dim]``; ``length`` positions are filled."""
 
+    static = False
+
     def __init__(self, key: torch.Tensor, value: torch.Tensor, length: int = 0):
         self.key, self.value, self.length = key, value, length
 
@@ -47,6 +49,58 @@ class KVCache:
             # Straight into the new buffer: an index_select temporary plus a copy would move the cache twice.
             torch.index_select(old[:, :, : self.length], 0, index, out=new[:, :, : self.length])
             setattr(self, name, new)
+
+
+class StaticKVCache:
+    """Self-attention keys/values in buffers of a fixed ``capacity``, written in place at a tensor position.
+
+    Tensors are ``[B, heads, capacity, head_dim]``; ``position`` is a long tensor ``[1]`` (shared by every layer
+    of a decoder) holding the first unwritten position. Nothing about a step is a Python number, so a decode step
+    over this cache has the same shapes and guards at every position: ``torch.compile`` traces it once. Attention
+    reads the whole buffer through :meth:`visible` (unwritten positions masked), which gives the same result as
+    reading the filled part. The owner advances ``position`` after a step (``position.add_(T)``).
+    """
+
+    static = True
+
+    def __init__(self, key: torch.Tensor, value: torch.Tensor, position: torch.Tensor):
+        self.key, self.value, self.position = key, value, position
+        self._spare: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @classmethod
+    def empty(cls, batch, heads, head_dim, capacity, position, *, dtype, device) -> StaticKVCache:
+        shape = (batch, heads, capacity, head_dim)
+        # Zeros, not empty: masked positions still enter SDPA's matmul, and garbage there could be NaN.
+        return cls(torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device),
+                   position)  # fmt: skip
+
+    def append(self, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write ``[B, heads, T, head_dim]`` at ``position``..``position + T - 1``; return the whole buffers."""
+        index = self.position + torch.arange(key.shape[2], device=key.device)
+        self.key.index_copy_(2, index, key)
+        self.value.index_copy_(2, index, value)
+        return self.key, self.value
+
+    def visible(self, q_len: int) -> torch.Tensor:
+        """Bool ``[1, 1, q_len, capacity]``: query ``i`` (at ``position + i``) sees the keys up to its own."""
+        keys = torch.arange(self.key.shape[2], device=self.key.device)
+        queries = self.position + torch.arange(q_len, device=self.key.device)
+        return (keys[None, :] <= queries[:, None])[None, None]
+
+    def index_select(self, index: torch.Tensor) -> None:
+        """Keep/reorder batch rows. The same row count (beam reordering) gathers into a second buffer kept for
+        it and swaps the two, so no step allocates; another count (expanding to beams) allocates once."""
+        if index.numel() != self.key.shape[0]:
+            self.key, self.value = self.key.index_select(0, index), self.value.index_select(0, index)
+            self._spare = None
+            return
+        if self._spare is None:
+            self._spare = (torch.empty_like(self.key), torch.empty_like(self.value))
+        spare_key, spare_value = self._spare
+        torch.index_select(self.key, 0, index, out=spare_key)
+        torch.index_select(self.value, 0, index, out=spare_value)
+        self._spare = (self.key, self.value)
+        self.key, self.value = spare_key, spare_value
 
 
 def causal_mask(q_len: int, k_len: int, device=None) -> torch.Tensor:
@@ -177,7 +231,7 @@ class MultiHeadAttention(nn.Module):
         is_causal: bool = False,
         kv_states: torch.Tensor | None = None,
         static_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
-        cache: KVCache | None = None,
+        cache: KVCache | StaticKVCache | None = None,
         packed: PackedBatch | None = None,
     ) -> torch.Tensor:
         """Attend; ``x`` is ``[B, T, H]`` (or ``[N, H]`` packed). ``mask`` is SDPA-ready (see build_attention_mask)."""
@@ -196,6 +250,10 @@ class MultiHeadAttention(nn.Module):
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         if cache is not None:
             k, v = cache.append(k, v)
+            if cache.static:  # the whole buffer comes back: mask what is not written yet (causality included)
+                visible = cache.visible(q.shape[2])
+                mask = visible if mask is None else mask & visible
+                is_causal = False
         # A single query needs no causal mask (it sees every cached position). Testing that first keeps the flag a
         # plain bool under torch.compile, where the cache length is symbolic and SDPA refuses a symbolic flag.
         causal_flag = is_causal and mask is None and q.shape[2] != 1 and q.shape[2] == k.shape[2]

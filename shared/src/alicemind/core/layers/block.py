@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from alicemind.core.layers.activations import FeedForward
-from alicemind.core.layers.attention import KVCache, MultiHeadAttention
+from alicemind.core.layers.attention import KVCache, MultiHeadAttention, StaticKVCache
 from alicemind.core.layers.padding import PackedBatch
 
 
@@ -38,7 +38,7 @@ class BlockSpec:
 class LayerCache:
     """Decoding state of one block: growing self-attention KV and the fixed cross-attention KV."""
 
-    self_kv: KVCache
+    self_kv: KVCache | StaticKVCache
     cross_kv: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def index_select(self, index: torch.Tensor) -> None:
@@ -141,11 +141,26 @@ class TransformerBlock(nn.Module):
         return self._residual(x, self.ffn_norm, self.ffn)
 
     def init_cache(
-        self, batch: int, capacity: int, encoder_states: torch.Tensor | None, *, dtype, device
+        self,
+        batch: int,
+        capacity: int,
+        encoder_states: torch.Tensor | None,
+        *,
+        dtype,
+        device,
+        position: torch.Tensor | None = None,
     ) -> LayerCache:
-        """An empty self-attention cache, with cross-attention keys/values computed once from ``encoder_states``."""
+        """An empty self-attention cache, with cross-attention keys/values computed once from ``encoder_states``.
+
+        With ``position`` (a long tensor ``[1]``) the self-attention cache is a fixed-size
+        :class:`~alicemind.core.layers.attention.StaticKVCache` written at that position.
+        """
         attn = self.self_attn
-        kv = KVCache.empty(batch, attn.num_heads, attn.head_dim, capacity, dtype=dtype, device=device)
+        shape = (batch, attn.num_heads, attn.head_dim, capacity)
+        if position is not None:
+            kv = StaticKVCache.empty(*shape, position, dtype=dtype, device=device)
+        else:
+            kv = KVCache.empty(*shape, dtype=dtype, device=device)
         cross = None
         if self.spec.cross_attention and encoder_states is not None:
             cross = self.cross_attn.project_kv(encoder_states)

@@ -54,7 +54,11 @@ class TransformerStack(nn.Module):
         """
         padding_free = self.padding_free if padding_free is None else padding_free
         q_len = x.shape[1]
-        past = caches[0].self_kv.length if caches else 0
+        # A static cache masks its own buffer (causality and unwritten positions) from a tensor position.
+        static = bool(caches) and caches[0].self_kv.static
+        if static and padding_mask is not None:
+            raise ValueError("a static KV cache takes no decoder padding_mask (its rows are all real)")
+        past = caches[0].self_kv.length if caches and not static else 0
         k_len = past + q_len
         if padding_mask is not None and padding_mask.shape[-1] != k_len:
             raise ValueError(f"padding_mask covers {padding_mask.shape[-1]} positions, expected {k_len}")
@@ -74,7 +78,7 @@ class TransformerStack(nn.Module):
             x = packed.pack(x)
         else:
             # One-token decoding with a cache attends to every past position: no causal mask needed.
-            need_causal = causal and q_len > 1
+            need_causal = causal and q_len > 1 and not static
             mask = build_attention_mask(
                 padding_mask, q_len, causal=need_causal, k_len=k_len, bias=attn_bias, dtype=x.dtype
             )
@@ -107,9 +111,23 @@ class TransformerStack(nn.Module):
         return StackOutput(x, tuple(hidden_states) if hidden_states is not None else None)
 
     def init_caches(
-        self, batch: int, capacity: int, encoder_states: torch.Tensor | None = None, *, dtype=None, device=None
+        self,
+        batch: int,
+        capacity: int,
+        encoder_states: torch.Tensor | None = None,
+        *,
+        dtype=None,
+        device=None,
+        position: torch.Tensor | None = None,
     ) -> list[LayerCache]:
-        """Empty per-layer caches for incremental decoding (cross KV computed once here)."""
+        """Empty per-layer caches for incremental decoding (cross KV computed once here).
+
+        ``position`` (a long tensor ``[1]``, shared by all layers) makes them static: fixed-size buffers written at
+        that position (see :class:`~alicemind.core.layers.attention.StaticKVCache`).
+        """
         ref = next(self.parameters())
         dtype, device = dtype or ref.dtype, device or ref.device
-        return [layer.init_cache(batch, capacity, encoder_states, dtype=dtype, device=device) for layer in self.layers]
+        return [
+            layer.init_cache(batch, capacity, encoder_states, dtype=dtype, device=device, position=position)
+            for layer in self.layers
+        ]

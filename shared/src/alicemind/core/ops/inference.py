@@ -51,7 +51,11 @@ class InferenceModel:
     compiled graphs without autograd; every other attribute is the original model's.
 
     ``compile_seconds`` maps ``(method, input shapes)`` to the first call's time, compilation included.
+    ``prefers_static_cache`` tells :func:`alicemind.core.generation.generate` to decode over a static KV cache
+    where the model has one: every step then has the same shapes, so ``decode_step`` is one compiled graph.
     """
+
+    prefers_static_cache = True
 
     def __init__(self, model: nn.Module, compile_fn: Callable[[Callable], Callable], report: Callable[[str], None]):
         self.__dict__["model"] = model
