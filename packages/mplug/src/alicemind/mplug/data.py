@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from alicemind.core.cli import CliError
-from alicemind.mplug.processor import MPlugProcessor, box_to_tokens, load_image
+from alicemind.mplug.processor import MPlugProcessor, box_to_tokens, load_image, normalised_box
 
 
 def read_records(path: str | Path, image_root: str | Path | None = None) -> list[dict[str, Any]]:
@@ -93,11 +93,12 @@ class Collator:
                     "answers_per_question": torch.tensor(counts)}  # fmt: skip
         if self.task == "grounding":
             t_ids, t_mask = p.text([r["text"] for r in batch], max_length=self.max_words)
-            boxes = []
+            boxes, targets = [], []
             for r in batch:
                 w, h = load_image(r["image"]).size
                 boxes.append(p.tokenizer.convert_tokens_to_ids(box_to_tokens(r["bbox"], w, h)))
+                targets.append(normalised_box(r["bbox"], w, h))
             pixels = p.images([r["image"] for r in batch])  # no crop/flip: they would move the box
             return {"pixel_values": pixels, "text_ids": t_ids, "text_mask": t_mask,
-                    "box_token_ids": torch.tensor(boxes)}  # fmt: skip
+                    "box_token_ids": torch.tensor(boxes), "box_targets": torch.tensor(targets)}  # fmt: skip
         raise ValueError(f"unknown task {self.task!r}")

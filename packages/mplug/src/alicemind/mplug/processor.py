@@ -130,10 +130,15 @@ GROUNDING_BINS = 337  # floor(v * 336) for v in [0, 1]
 GROUNDING_PREFIX = "[unused339]"
 
 
+def normalised_box(box: Sequence[float], width: int, height: int) -> tuple[float, float, float, float]:
+    """A pixel box ``(x1, y1, x2, y2)`` -> ``(cx, cy, w, h)`` as fractions of the image (the release's targets)."""
+    x1, y1, x2, y2 = box
+    return ((x1 + x2) / 2 / width, (y1 + y2) / 2 / height, (x2 - x1) / width, (y2 - y1) / height)
+
+
 def box_to_tokens(box: Sequence[float], width: int, height: int) -> list[str]:
     """A pixel box ``(x1, y1, x2, y2)`` -> the release's 4 bin tokens of normalised ``(cx, cy, w, h)``."""
-    x1, y1, x2, y2 = box
-    values = ((x1 + x2) / 2 / width, (y1 + y2) / 2 / height, (x2 - x1) / width, (y2 - y1) / height)
+    values = normalised_box(box, width, height)
     bins = [min(max(int(np.floor(v * (GROUNDING_BINS - 1))), 0), GROUNDING_BINS - 1) for v in values]
     return [f"[unused{340 + b}]" for b in bins]
 

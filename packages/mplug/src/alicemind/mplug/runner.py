@@ -184,13 +184,13 @@ def evaluate(model, processor, task: str, records: list[dict[str, Any]], generat
         ir = ev.recall_at_k(t2i, [{o} for o in owner])
         return {**{f"txt_r{k}": v for k, v in tr.items()}, **{f"img_r{k}": v for k, v in ir.items()}}
     if task == "grounding":
+        from alicemind.mplug.grounding import cxcywh_to_corners
         from alicemind.mplug.processor import GROUNDING_BINS, load_image
 
         ids, mask = processor.text([r["text"] for r in records])
         bins = model.predict_bins(pixels, ids, mask).float() / (GROUNDING_BINS - 1)
         sizes = torch.tensor([load_image(r["image"]).size for r in records], dtype=torch.float)
-        cx, cy, w, h = (bins[:, i] * sizes[:, i % 2] for i in range(4))
-        boxes = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1)
+        boxes = cxcywh_to_corners(bins * sizes.repeat(1, 2))  # (cx, cy, w, h) x (width, height, width, height)
         return {"accuracy@0.5": ev.grounding_accuracy(boxes, torch.tensor([r["bbox"] for r in records]).float())}
     raise CliError(f"task {task!r} has no evaluation")
 
