@@ -227,3 +227,35 @@ def test_list_json_gives_release_metadata(capsys):
     assert main(["list", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert isinstance(listed["families"], list)
+
+
+def test_model_card_says_what_the_folder_is_and_what_was_checked(saved, tmp_path):
+    from transformers import AutoModel
+
+    model, _ = saved
+    model.save_pretrained(tmp_path / "carded", model_card=["transformers AutoModel: identical outputs"])
+    card = (tmp_path / "carded" / "README.md").read_text()
+    for text in (
+        "license: other",
+        "# ToyInteropModel (toy-interop)",
+        "## Architecture",
+        "model_type `toy-interop`, task `base`",
+        f"{model.num_parameters():,} parameters",
+        "## Source release and conversion",
+        "read from: built in this process (not converted)",
+        "## How to load",
+        "`AutoModel.from_pretrained('PATH')`",
+        "alicemind export onnx PATH OUT_DIR --task base",
+        "- model.safetensors re-read: all 3 tensors equal the model's",
+        "- transformers AutoModel: identical outputs",
+        '"eos_token_id": 2',
+    ):
+        assert text in card, text
+    model.save_pretrained(tmp_path / "carded")  # a plain save replaces the folder the card save wrote
+    assert sorted(p.name for p in (tmp_path / "carded").iterdir()) == ["config.json", "model.safetensors"]
+    AutoModel.from_pretrained(saved[1]).save_pretrained(tmp_path / "via_hf")  # transformers' save writes a card
+    assert "## Checks passed" in (tmp_path / "via_hf" / "README.md").read_text()
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "thesis.tex").write_text("mine")
+    with pytest.raises(FileExistsError, match="refusing to replace it"):
+        AutoModel.from_pretrained(saved[1]).save_pretrained(tmp_path / "foreign")

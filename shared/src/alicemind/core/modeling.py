@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -83,22 +83,33 @@ class PreTrainedModel(nn.Module):
         return state_dict
 
     # -- IO ---------------------------------------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    def save_pretrained(
+        self, directory: str | os.PathLike, *, overwrite: bool = False, model_card: bool | Sequence[str] = False
+    ) -> Path:
         """Write ``config.json`` and ``model.safetensors`` (tied weights stored once) into ``directory``.
 
         The folder is assembled beside ``directory`` and renamed into place (:func:`alicemind.core.io.atomic_folder`):
         an old folder is replaced whole, except its tokenizer files, which are kept. A folder holding files that
-        no save writes is refused unless ``overwrite=True``.
+        no save writes is refused unless ``overwrite=True``. ``model_card=True`` (or a list of checks the caller
+        ran) also writes a ``README.md`` model card (:mod:`alicemind.core.interop.card`).
         """
         from alicemind.core.checkpoint import save_safetensors
-        from alicemind.core.io import atomic_folder, tokenizer_file_names
+        from alicemind.core.io import atomic_folder, register_saved_files, tokenizer_file_names
 
         path = Path(directory)
         tensors = {k: v.detach().cpu() for k, v in self.export_state_dict().items()}
+        if model_card:
+            register_saved_files("README.md")  # the card this save writes replaces an older one
         with atomic_folder(path, keep=tokenizer_file_names(), overwrite=overwrite) as staging:
             self.config.save_pretrained(staging)
             metadata = {"format": "pt", "model_class": type(self).__name__}
             save_safetensors(tensors, staging / WEIGHTS_NAME, metadata=metadata)
+            if model_card:
+                from alicemind.core.interop.card import saved_weights_check, write_model_card
+
+                checks = [saved_weights_check(staging / WEIGHTS_NAME, tensors)]
+                checks += [] if model_card is True else list(model_card)
+                write_model_card(staging, self, checks=checks)
         return path
 
     @classmethod

@@ -27,24 +27,25 @@ from transformers import modeling_outputs as outs
 from transformers.utils import ModelOutput
 
 from alicemind.core.config import ModelConfig
-from alicemind.core.interop.spec import TASK_NAMES, TASK_OUTPUTS, FamilySpec, output_values
+from alicemind.core.interop.spec import AUTO_CLASSES, TASK_NAMES, TASK_OUTPUTS, FamilySpec, output_values
 from alicemind.core.modeling import PreTrainedModel as AliceMindModel
 
-# Task -> (transformers Auto class, output class); the fields and their sources are spec.TASK_OUTPUTS.
-TASKS: dict[str, tuple[str, type[ModelOutput]]] = {
-    "base": ("AutoModel", outs.BaseModelOutputWithPooling),
-    "pretraining": ("AutoModelForPreTraining", ModelOutput),
-    "masked-lm": ("AutoModelForMaskedLM", outs.MaskedLMOutput),
-    "sequence-classification": ("AutoModelForSequenceClassification", outs.SequenceClassifierOutput),
-    "token-classification": ("AutoModelForTokenClassification", outs.TokenClassifierOutput),
-    "question-answering": ("AutoModelForQuestionAnswering", outs.QuestionAnsweringModelOutput),
-    "multiple-choice": ("AutoModelForMultipleChoice", outs.MultipleChoiceModelOutput),
-    "seq2seq-lm": ("AutoModelForSeq2SeqLM", outs.Seq2SeqLMOutput),
-    "visual-question-answering": ("AutoModelForVisualQuestionAnswering", outs.SequenceClassifierOutput),
-    "image-text-to-text": ("AutoModelForImageTextToText", ModelOutput),
+# Task -> transformers output class; the fields and their sources are spec.TASK_OUTPUTS, the Auto classes
+# spec.AUTO_CLASSES.
+OUTPUT_CLASSES: dict[str, type[ModelOutput]] = {
+    "base": outs.BaseModelOutputWithPooling,
+    "pretraining": ModelOutput,
+    "masked-lm": outs.MaskedLMOutput,
+    "sequence-classification": outs.SequenceClassifierOutput,
+    "token-classification": outs.TokenClassifierOutput,
+    "question-answering": outs.QuestionAnsweringModelOutput,
+    "multiple-choice": outs.MultipleChoiceModelOutput,
+    "seq2seq-lm": outs.Seq2SeqLMOutput,
+    "visual-question-answering": outs.SequenceClassifierOutput,
+    "image-text-to-text": ModelOutput,
 }
-if set(TASKS) != set(TASK_NAMES):
-    raise RuntimeError(f"interop.hf knows tasks {sorted(TASKS)}, interop.spec {sorted(TASK_NAMES)}")
+if set(OUTPUT_CLASSES) != set(TASK_NAMES):
+    raise RuntimeError(f"interop.hf knows tasks {sorted(OUTPUT_CLASSES)}, interop.spec {sorted(TASK_NAMES)}")
 # Keyword arguments transformers' Auto classes and pipelines pass that mean nothing for a local folder.
 _HUB_KWARGS = frozenset(
     {
@@ -78,7 +79,7 @@ def register_with_transformers(spec: FamilySpec) -> dict[str, type[PreTrainedMod
     wrappers = {}
     for task, our_class in spec.models.items():
         wrapper = make_model_class(our_class, config_class, task)
-        getattr(transformers, TASKS[task][0]).register(config_class, wrapper)
+        getattr(transformers, AUTO_CLASSES[task]).register(config_class, wrapper)
         wrappers[task] = wrapper
     _REGISTERED[model_type] = wrappers
     return wrappers
@@ -218,13 +219,14 @@ class AliceMindHFModel(PreTrainedModel):
         return model
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> Path:
-        """Write our folder layout (config.json + model.safetensors, our keys); hub arguments are refused."""
+        """Write our folder layout (config.json, model.safetensors with our keys, a README.md model card); a folder
+        holding files no save writes is refused, as our own save does; hub arguments are refused."""
         if kwargs.pop("push_to_hub", False):
             raise ValueError("push_to_hub is not supported: save the folder, then upload it")
         kwargs.pop("safe_serialization", None)
         if kwargs:
             raise TypeError(f"save_pretrained does not support {sorted(kwargs)}")
-        return self.alicemind.save_pretrained(save_directory, overwrite=True)
+        return self.alicemind.save_pretrained(save_directory, model_card=True)
 
     def get_input_embeddings(self):
         for module in self.alicemind.modules():
@@ -247,20 +249,20 @@ class AliceMindHFModel(PreTrainedModel):
 def to_model_output(out: Any, task: str) -> ModelOutput:
     """Our model's output as the transformers output class of ``task`` (a generic ``ModelOutput`` otherwise)."""
     values = output_values(out, task, with_loss=True)
-    if not isinstance(out, torch.Tensor) and (TASKS[task][1] is ModelOutput or _has_more_states(out, task)):
+    if not isinstance(out, torch.Tensor) and (OUTPUT_CLASSES[task] is ModelOutput or _has_more_states(out, task)):
         # Our own field names (the usual ones where they exist): a task output class would drop the others.
         return _generic_output_class(type(out))(**output_values(out, "pretraining"))
     if task == "base" and isinstance(out, torch.Tensor):
         return outs.BaseModelOutput(**values)
     hidden = getattr(out, "hidden_states", None)
-    if hidden is not None and "hidden_states" in TASKS[task][1].__dataclass_fields__:
+    if hidden is not None and "hidden_states" in OUTPUT_CLASSES[task].__dataclass_fields__:
         values["hidden_states"] = hidden
-    return TASKS[task][1](**values)
+    return OUTPUT_CLASSES[task](**values)
 
 
 def _has_more_states(out: Any, task: str) -> bool:
     """Whether ``out`` holds tensors the task's transformers output has no field for (StructVBERT's visual states)."""
-    known = set(TASKS[task][1].__dataclass_fields__)
+    known = set(OUTPUT_CLASSES[task].__dataclass_fields__)
     sources = {s[0] if isinstance(s, tuple) else s for s in TASK_OUTPUTS[task].values()}
     return any(
         isinstance(getattr(out, f.name), torch.Tensor) and f.name not in known | sources

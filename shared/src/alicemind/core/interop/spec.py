@@ -31,6 +31,19 @@ TASK_OUTPUTS: dict[str, dict[str, str | tuple[str, int]]] = {
     "image-text-to-text": {},
 }
 TASK_NAMES = tuple(TASK_OUTPUTS)
+# transformers' Auto class that serves each task.
+AUTO_CLASSES = {
+    "base": "AutoModel",
+    "pretraining": "AutoModelForPreTraining",
+    "masked-lm": "AutoModelForMaskedLM",
+    "sequence-classification": "AutoModelForSequenceClassification",
+    "token-classification": "AutoModelForTokenClassification",
+    "question-answering": "AutoModelForQuestionAnswering",
+    "multiple-choice": "AutoModelForMultipleChoice",
+    "seq2seq-lm": "AutoModelForSeq2SeqLM",
+    "visual-question-answering": "AutoModelForVisualQuestionAnswering",
+    "image-text-to-text": "AutoModelForImageTextToText",
+}
 
 
 def output_values(out: Any, task: str, *, with_loss: bool = False) -> dict[str, Any]:
