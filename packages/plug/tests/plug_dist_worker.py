@@ -1,9 +1,10 @@
-"""Run under ``torchrun --nproc_per_node 2`` (gloo, CPU) by test_distributed.py; writes ``rank{r}.json`` results.
+"""Run under ``torchrun`` (gloo, CPU) by test_distributed.py; writes ``SCENARIO-rank{r}.json`` results.
 
-``python plug_dist_worker.py SCENARIO[,SCENARIO...] MODEL_DIR OUT_DIR``; scenarios (``cli-generate`` last: the verb ends the process group): ``tp`` (TP=2 forward + greedy generation vs
-the single-process model), ``fsdp`` (FSDP2 step vs single-process step), ``dcp-save`` (train at TP=2, save a
-distributed checkpoint, record the next loss). ``dcp-load`` runs as a plain single process (TP=1). ``cli-finetune``: the finetune verb at TP=2, then resumed
-at DP=2 from the TP=2 run's checkpoint.
+``python plug_dist_worker.py SCENARIO[,SCENARIO...] MODEL_DIR OUT_DIR``; with ``--nproc_per_node 2``: ``tp`` (TP=2
+forward, greedy, seeded sampling and beam search vs the single-process model), ``fsdp`` (FSDP2 step with
+activation checkpointing vs the single-process step), ``cli-finetune`` (the finetune verb at TP=2, then resumed at
+DP=2 from the TP=2 run's checkpoint), ``cli-generate`` (last: the verb ends the process group). With
+``--nproc_per_node 4``: ``dp-tp`` (a 2 x 2 dp x tp mesh: forward and one step vs one process).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from torch.distributed.tensor.parallel import loss_parallel
 
 from alicemind.core.generation import GenerationConfig, generate
 from alicemind.plug import PlugConfig, PlugForConditionalGeneration, parallelize_plug, unfuse_projections
-from alicemind.plug.parallel import load_distributed, save_distributed
 
 torch.set_num_threads(1)
 torch.set_default_dtype(torch.float64)
@@ -77,12 +77,20 @@ def scenario_tp(folder: Path) -> dict:
     config = GenerationConfig.from_dict({**ref.generation_defaults(), "max_new_tokens": 8, "min_length": 8})
     tokens = generate(model, ids, mask, config).sequences.tolist()
     want_tokens = generate(ref, ids, mask, config).sequences.tolist()
+    decoded = {}
+    for name, extra in (("sample", {"do_sample": True, "top_k": 20, "temperature": 0.9}),
+                        ("beam", {"num_beams": 3, "length_penalty": 0.6})):  # fmt: skip
+        cfg = GenerationConfig.from_dict({**ref.generation_defaults(), "max_new_tokens": 6, **extra})
+        decoded[name] = [generate(m, ids, mask, cfg, generator=torch.Generator().manual_seed(7)).sequences.tolist()
+                         for m in (model, ref)]  # fmt: skip
     shard = model.embeddings.word_embeddings.weight
     return {
         "max_diff": float((got[finite] - want[finite]).abs().max()),
         "same_inf": bool(torch.equal(torch.isfinite(got), finite)),
         "tokens": tokens,
         "want_tokens": want_tokens,
+        "sample": decoded["sample"],
+        "beam": decoded["beam"],
         "local_vocab_rows": shard.to_local().shape[0],
         "local_heads": model.encoder.layers[0].self_attn.num_heads,
     }
@@ -110,26 +118,6 @@ def scenario_fsdp(folder: Path) -> dict:
             "local_rows": model.embeddings.word_embeddings.weight.to_local().shape[0]}  # fmt: skip
 
 
-def scenario_dcp_save(folder: Path, out: Path) -> dict:
-    mesh = init_device_mesh("cpu", (2,), mesh_dim_names=("tp",))
-    model = build_parallel(folder, mesh).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, foreach=False)
-    ids, mask, labels = batch()
-    losses = [step(model, opt, ids, mask, labels) for _ in range(2)]
-    save_distributed(model, opt, out / "dcp")
-    losses.append(step(model, opt, ids, mask, labels))
-    return {"losses": losses}
-
-
-def scenario_dcp_load(folder: Path, out: Path) -> dict:
-    model = unfuse_projections(reference(folder)).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, foreach=False)
-    ids, mask, labels = batch()
-    step(model, opt, ids, mask, labels)  # creates the optimizer state that the checkpoint overwrites
-    load_distributed(model, opt, out / "dcp")
-    return {"losses": [step(model, opt, ids, mask, labels)]}
-
-
 def scenario_cli_generate(folder: Path, out: Path) -> dict:
     """``alicemind plug generate`` on every rank (the verb builds the TP mesh over the launch); rank 0 writes."""
     from alicemind.core.cli import main as cli
@@ -151,20 +139,45 @@ def scenario_cli_finetune(folder: Path, out: Path) -> dict:
     return {"exit": [tp2, resumed]}
 
 
-SCENARIOS = {"tp": scenario_tp, "fsdp": scenario_fsdp, "dcp-save": scenario_dcp_save, "dcp-load": scenario_dcp_load,
-             "cli-generate": scenario_cli_generate, "cli-finetune": scenario_cli_finetune}  # fmt: skip
+def scenario_dp_tp(folder: Path) -> dict:
+    """A 2 x 2 mesh (FSDP2 over dp, tensor parallel over tp): forward and one training step against one process
+    on the whole batch; each dp group takes half of the batch."""
+    mesh = init_device_mesh("cpu", (2, 2), mesh_dim_names=("dp", "tp"))
+    dp_rank = mesh["dp"].get_local_rank()
+    model = build_parallel(folder, mesh).train()
+    ref = unfuse_projections(reference(folder)).train()
+    # Before any forward: after one under no_grad, FSDP2 keeps the root's parameters gathered (no backward
+    # reshards them), and an optimizer made then would hold those gathered copies.
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, foreach=False)
+    ids, mask, labels = batch()
+    half = slice(2 * dp_rank, 2 * dp_rank + 2)
+    with torch.no_grad():
+        got = full(model(ids[half], mask[half], labels=labels[half]).logits)
+        want = ref(ids[half], mask[half], labels=labels[half]).logits
+    finite = torch.isfinite(want)
+    ref_opt = torch.optim.AdamW(ref.parameters(), lr=1e-3, foreach=False)
+    step(ref, ref_opt, ids, mask, labels)
+    step(model, opt, ids[half], mask[half], labels[half])
+    want_params = dict(ref.named_parameters())
+    diffs = [float((full(p.detach()) - want_params[n].detach()).abs().max()) for n, p in model.named_parameters()]
+    weight = model.encoder.layers[0].ffn.fc_in.weight
+    return {"forward_diff": float((got[finite] - want[finite]).abs().max()), "step_diff": max(diffs),
+            "params": len(diffs), "expected_params": len(want_params),
+            "row_shards": [getattr(p, "dim", None) for p in weight.placements], "local_shape": list(weight.to_local().shape)}  # fmt: skip
+
+
+SCENARIOS = {"tp": scenario_tp, "fsdp": scenario_fsdp, "cli-generate": scenario_cli_generate, "cli-finetune": scenario_cli_finetune,
+             "dp-tp": scenario_dp_tp}  # fmt: skip
 
 
 def main() -> None:
     """Scenarios run one after another in one launch (comma-separated), so the suite pays one start-up."""
     names, folder, out = sys.argv[1].split(","), Path(sys.argv[2]), Path(sys.argv[3])
-    distributed = names != ["dcp-load"]
-    if distributed:
-        dist.init_process_group("gloo")
-    rank = dist.get_rank() if distributed else 0
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
     for name in names:
         run = SCENARIOS[name]
-        result = run(folder, out) if name.startswith(("dcp", "cli")) else run(folder)
+        result = run(folder, out) if name.startswith("cli") else run(folder)
         (out / f"{name}-rank{rank}.json").write_text(json.dumps(result))
     if dist.is_initialized():  # the generate verb ends its own process group
         dist.destroy_process_group()

@@ -202,6 +202,7 @@ def test_finetune_verb_trains_a_converted_model(converted, tmp_path, capsys):
 def test_download_explains_the_application_step_and_list_shows_the_release(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ALICEMIND_CACHE", str(tmp_path))
     monkeypatch.delenv("ALICEMIND_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # test_hf_auto sets it for the whole session
     assert main(["plug", "download", "plug.27b"]) == 2
     err = capsys.readouterr().err
     assert "alice-mind.com" in err and "plug_model.tar.gz" in err and str(tmp_path) in err

@@ -26,6 +26,10 @@ from alicemind.plug.config import PlugConfig
 
 
 def _loss_parallel_active() -> bool:
+    # torch 2.13 has no public way to ask whether loss_parallel() is on: its only public name is the context
+    # manager, and the state it toggles is this private handler table (torch/distributed/tensor/parallel/loss.py,
+    # _enable_custom_loss_ops). Entering loss_parallel() again unconditionally is not an option either: its exit
+    # pops the handlers, switching the caller's context off before their backward.
     handlers = getattr(DTensor._op_dispatcher, "_custom_op_handlers", {})
     return torch.ops.aten.nll_loss_forward.default in handlers
 

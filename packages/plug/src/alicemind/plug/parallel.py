@@ -20,8 +20,7 @@ from torch import nn
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import fully_shard
-from torch.distributed.tensor import DTensor, Replicate
-from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+from torch.distributed.tensor import DTensor, Replicate, Shard
 from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
 
 from alicemind.core.layers import MultiHeadAttention
@@ -151,6 +150,30 @@ def parallelize_plug(
     return model
 
 
+def local_box(param: DTensor) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(shape, global offset) of this rank's shard of ``param``, from public API only (the mesh coordinate and
+    the placements): ``Shard(d)`` splits dim ``d`` as ``torch.chunk`` does, ``Replicate`` keeps it whole.
+
+    Weights are loaded before FSDP2 shards a tensor-parallel DTensor again, so these two placements are all
+    that occur here; any other is refused rather than guessed.
+    """
+    shape, offset = list(param.shape), [0] * param.dim()
+    coordinate = param.device_mesh.get_coordinate()
+    for mesh_dim, placement in enumerate(param.placements):
+        if isinstance(placement, Replicate):
+            continue
+        if type(placement) is not Shard:
+            raise ValueError(f"cannot load weights into a DTensor placed {param.placements}")
+        d, parts = placement.dim, param.device_mesh.size(mesh_dim)
+        chunk = -(-shape[d] // parts)  # ceil, as torch.chunk
+        start = min(coordinate[mesh_dim] * chunk, shape[d])
+        offset[d] += start
+        shape[d] = min(chunk, shape[d] - start)
+    if tuple(shape) != tuple(param.to_local().shape):
+        raise AssertionError(f"computed shard {shape} but this rank holds {tuple(param.to_local().shape)}")
+    return tuple(shape), tuple(offset)
+
+
 def _mesh_device(mesh: DeviceMesh) -> torch.device:
     if mesh.device_type == "cuda":
         return torch.device("cuda", torch.cuda.current_device())
@@ -244,7 +267,7 @@ def load_sharded_weights(model: nn.Module, folder: str | Path, *, new_modules: t
             handles[files[key]] = safe_open(files[key], framework="pt")
         view = handles[files[key]].get_slice(key)
         if isinstance(param, DTensor):
-            shape, offset = compute_local_shape_and_global_offset(param.shape, param.device_mesh, param.placements)
+            shape, offset = local_box(param)
             local = param.to_local()
         else:
             shape, offset, local = tuple(param.shape), (0,) * param.dim(), param
@@ -272,25 +295,16 @@ def save_distributed(model: nn.Module, optimizer: torch.optim.Optimizer, path: s
     """Model and optimizer state as a ``torch.distributed.checkpoint`` folder (every rank writes its shards).
 
     Parameter names are those of the unfused model at every layout, and DTensors are saved by their global
-    value, so :func:`load_distributed` restores them at any other TP/FSDP layout (or in one process).
+    value, so :func:`load_distributed` restores them at any other TP/FSDP layout (or in one process). The same
+    code writes the finetune verb's checkpoints (core's ``ShardedStrategy``).
     """
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict
+    from alicemind.core.training.sharded import save_sharded
 
-    model_state, optim_state = get_state_dict(model, optimizer)
-    dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(path))
+    save_sharded(path, model, optimizer)
 
 
 def load_distributed(model: nn.Module, optimizer: torch.optim.Optimizer, path: str | Path) -> None:
-    """Restore :func:`save_distributed`'s folder into ``model``/``optimizer`` at this process's layout.
+    """Restore :func:`save_distributed`'s folder into ``model``/``optimizer`` at this process's layout."""
+    from alicemind.core.training.sharded import load_sharded
 
-    ``optimizer`` must already have state (take one step, or any step that creates it) so its tensors exist to
-    be filled; the loaded values replace it.
-    """
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
-
-    model_state, optim_state = get_state_dict(model, optimizer)
-    state = {"model": model_state, "optim": optim_state}
-    dcp.load(state, checkpoint_id=str(path))
-    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    load_sharded(path, model, optimizer)

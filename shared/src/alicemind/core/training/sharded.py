@@ -130,13 +130,7 @@ class ShardedStrategy:
 
     def save(self, directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         """Model and optimizer state into ``directory/dcp`` (a collective: every rank writes its shards)."""
-        import torch.distributed.checkpoint as dcp
-        from torch.distributed.checkpoint.state_dict import get_state_dict
-
-        model_state, optim_state = get_state_dict(model, optimizer, options=_flat_options())
-        with _single_process_ok():
-            dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(directory / DCP_FOLDER),
-                     no_dist=not _distributed())  # fmt: skip
+        save_sharded(directory / DCP_FOLDER, model, optimizer)
 
     def check(self, directory: Path) -> None:
         """Raise ``FileNotFoundError`` when ``directory`` holds no complete sharded checkpoint."""
@@ -145,15 +139,7 @@ class ShardedStrategy:
 
     def load(self, directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         """Restore :meth:`save`'s shards at this process's layout (a collective)."""
-        import torch.distributed.checkpoint as dcp
-        from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
-
-        model_state, optim_state = get_state_dict(model, optimizer, options=_flat_options())  # creates state to fill
-        state = {"model": model_state, "optim": optim_state}
-        with _single_process_ok():
-            dcp.load(state, checkpoint_id=str(directory / DCP_FOLDER), no_dist=not _distributed())
-        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"],
-                       options=_flat_options())  # fmt: skip
+        load_sharded(directory / DCP_FOLDER, model, optimizer)
 
     def load_scheduler(self, scheduler, saved: dict) -> None:
         """The saved schedule position, with this layout's per-group base rates: groups are split by where
@@ -169,3 +155,29 @@ class ShardedStrategy:
             return {k: v.detach().cpu() for k, v in model.state_dict().items()}
         options = StateDictOptions(full_state_dict=True, cpu_offload=True)
         return get_model_state_dict(model, options=options)
+
+
+def save_sharded(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Model and optimizer state as a ``torch.distributed.checkpoint`` folder at ``path`` (a collective: every
+    rank writes its shards). Parameters are saved by name and DTensors by their global value, and the optimizer's
+    state and group settings by parameter name, so :func:`load_sharded` restores them at any other layout."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model_state, optim_state = get_state_dict(model, optimizer, options=_flat_options())
+    with _single_process_ok():
+        dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(path), no_dist=not _distributed())
+
+
+def load_sharded(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Restore :func:`save_sharded`'s folder into ``model``/``optimizer`` at this process's layout (a collective);
+    an optimizer without state gets it created first (a zero step), then replaced by the saved one."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    model_state, optim_state = get_state_dict(model, optimizer, options=_flat_options())
+    state = {"model": model_state, "optim": optim_state}
+    with _single_process_ok():
+        dcp.load(state, checkpoint_id=str(path), no_dist=not _distributed())
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"],
+                   options=_flat_options())  # fmt: skip
