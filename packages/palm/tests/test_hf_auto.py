@@ -90,3 +90,29 @@ def test_unsupported_arguments_are_refused(saved):
     loaded = AutoModelForSeq2SeqLM.from_pretrained(folder)
     with pytest.raises(TypeError, match="core.generation does not have"):
         loaded.generate(*batch(), max_new_tokens=2, output_logits=True)
+
+
+def test_summarization_pipeline_runs_our_generate(saved):
+    from transformers import AutoTokenizer, pipeline
+
+    from alicemind.palm import PalmChineseTokenizer
+
+    model, folder = saved
+    chars = list("的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可也你")
+    vocab = [f"[unused{i}]" for i in range(model.config.vocab_size)]
+    vocab[1 : 1 + len(chars)] = chars
+    vocab[0], vocab[100:104] = "[PAD]", ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # bos 101 / eos 102, as PALM's
+    PalmChineseTokenizer.from_vocab({t: i for i, t in enumerate(vocab)}).save_pretrained(folder)
+    summarize = pipeline("alicemind-summarization", model=str(folder), device="cpu")
+    text = "我们在中国生成一个大的分会"
+    got = summarize(text, max_new_tokens=6)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    ids = tokenizer(text, return_tensors="pt")
+    expected = generate(
+        model,
+        ids["input_ids"],
+        ids["attention_mask"],
+        GenerationConfig(**model.generation_defaults(), max_new_tokens=6),
+    ).sequences[0]
+    assert got == [{"summary_text": tokenizer.decode(expected, skip_special_tokens=True)}]
+    assert got[0]["summary_text"].strip()

@@ -82,6 +82,10 @@ def register_with_transformers(spec: FamilySpec) -> dict[str, type[PreTrainedMod
         getattr(transformers, AUTO_CLASSES[task]).register(config_class, wrapper)
         wrappers[task] = wrapper
     _REGISTERED[model_type] = wrappers
+    if spec.is_encoder_decoder:
+        from alicemind.core.interop.pipelines import register_pipelines
+
+        register_pipelines()
     return wrappers
 
 
