@@ -84,4 +84,7 @@ def test_a_clue_task_without_its_folder_is_one_line(generation_model, tmp_path, 
     assert main(_args("clue-afqmc", generation_model, tmp_path / "run")) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "data_dir" in err[0]
+    assert main(_args("clue-afqmc", generation_model, tmp_path / "run", "data_dir=.", "parallel.tp=3")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "parallel.tp=3" in err[0] and "1 launched rank" in err[0]
     assert not (tmp_path / "run").exists()

@@ -76,6 +76,7 @@ def predict(model: nn.Module, features: list[dict[str, Any]], pad_id: int, batch
 
 def finetune_classification(recipe: dict[str, Any]) -> dict[str, Any]:
     """Fine-tune ``PlugForSequenceClassification`` on the recipe's task; accuracy on its dev split."""
+    parallel_layout(recipe)  # a layout that does not fit the launch fails before anything is read
     with process_group():
         return _finetune(recipe)
 

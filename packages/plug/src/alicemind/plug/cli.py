@@ -140,13 +140,18 @@ def _finetune(args: argparse.Namespace) -> int:
         raise CliError("set model=FOLDER (a converted PLUG model)", prog=prog)
     if not (Path(recipe["model"]) / "config.json").is_file():
         raise CliError(f"{recipe['model']} is not a PLUG model folder (no config.json)", prog=prog)
-    if "task" in recipe:  # CLUE classification recipes (always the sharded engine)
-        from alicemind.plug.classify import finetune_classification
+    try:
+        if "task" in recipe:  # CLUE classification recipes (always the sharded engine)
+            from alicemind.plug.classify import finetune_classification
 
-        result = finetune_classification(recipe)
-    elif use_sharded_engine(recipe):  # torchrun / tensor parallel: meta-device build, DCP checkpoints
-        result = finetune_generation(recipe)
-    else:
+            result = finetune_classification(recipe)
+        elif use_sharded_engine(recipe):  # torchrun / tensor parallel: meta-device build, DCP checkpoints
+            result = finetune_generation(recipe)
+        else:
+            result = None
+    except (ValueError, FileNotFoundError) as err:  # a layout that does not fit the model, unreadable data
+        raise CliError(str(err), prog=prog) from None
+    if result is None:
         from alicemind.palm.runner import finetune
 
         result = finetune(recipe, load=_load_plug)
@@ -225,7 +230,16 @@ def register(subparsers) -> None:
                    "[UNK] runs as one “, no spaces")  # fmt: skip
     p.set_defaults(func=_generate, sample=True)
 
-    p = verbs.add_parser("finetune", help="fine-tune on source<TAB>target pairs (one process / DDP), then evaluate")
+    p = verbs.add_parser(
+        "finetune",
+        help="fine-tune (generation or CLUE classification recipes), then evaluate; any TP x FSDP2 layout",
+        description="Generation recipes (finetune-dureader-robust) train on source<TAB>target pairs; classification "
+        "recipes (clue-afqmc ... clue-cluewsc2020, classify for your own files) on a CLUE task folder or your files. "
+        "Under torchrun, or with parallel.tp > 1, the model is built on the meta device, each rank reads its "
+        "slices, parallel.tp ranks hold one tensor-parallel replica and the rest are FSDP2 data-parallel; "
+        "checkpoints are torch.distributed.checkpoint folders that resume at any other layout "
+        "(+training.resume=RUN/checkpoint-N).",
+    )
     add_recipe_arguments(p, example="finetune-dureader-robust")
     add_run_arguments(p)
     p.set_defaults(func=_finetune)

@@ -113,6 +113,7 @@ class process_group:
 
 def finetune_generation(recipe: dict[str, Any]) -> dict[str, Any]:
     """The generation recipe (``source<TAB>target``) on the sharded engine; evaluates on ``data.valid`` too."""
+    parallel_layout(recipe)  # a layout that does not fit the launch fails before anything is read
     data, training, folder = recipe["data"], dict(recipe["training"]), Path(recipe["model"])
     with process_group():
         return _finetune_generation(recipe, data, training, folder)
