@@ -104,3 +104,53 @@ def test_sharded_clip_equals_torch_clip():
     assert float(got) == pytest.approx(float(want), rel=1e-12)
     for p, q in zip(a.parameters(), b.parameters(), strict=True):
         assert torch.allclose(p.grad, q.grad, atol=1e-15)
+
+
+def _tensor_parallel(model, mesh):
+    """Column/row-parallel linears over ``mesh``: DTensor weights next to plain ones in the same model."""
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+
+    if mesh is not None:
+        parallelize_module(model.net, mesh, {"0": ColwiseParallel(), "2": RowwiseParallel()})
+    return model
+
+
+class _Normed(_Model):
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(2).double()  # stays a plain tensor under tensor parallelism
+
+    def forward(self, x, labels):
+        return {"loss": nn.functional.cross_entropy(self.norm(self.net(x)), labels)}
+
+
+def test_dtensor_checkpoint_resumes_in_a_plain_process_with_other_optimizer_groups(tmp_path):
+    """A one-rank gloo group makes real DTensors: core's fused AdamW needs their groups split from the plain
+    parameters, and a checkpoint of that run (more groups) resumes without a mesh (fewer groups) exactly."""
+    import torch.distributed as dist
+    from torch.distributed.tensor import DTensor
+
+    def trainer(out, strategy, resume=None):
+        config = TrainingConfig(max_steps=4, per_device_batch_size=4, lr=1e-2, log_every=1, save_every=2,
+                                keep_last_n=None, output_dir=str(out), device="cpu", progress_bar=False,
+                                precision="fp32", max_grad_norm=0.05, resume=resume)  # fmt: skip
+        loader = DataLoader(_Data(), batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(1))
+        return Trainer(_Normed(), config, loader, strategy=strategy)
+
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        strategy = ShardedStrategy(_tensor_parallel, mesh_shape=(1,), mesh_dim_names=("tp",))
+        sharded = trainer(tmp_path / "tp", strategy)
+        kinds = [{isinstance(p, DTensor) for p in g["params"]} for g in sharded.optimizer.param_groups]
+        assert {True} in kinds and {False} in kinds  # split: no group mixes DTensors and tensors
+        assert sharded.optimizer.defaults.get("fused") or any(g.get("fused") for g in sharded.optimizer.param_groups)
+        sharded.train()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    plain = trainer(tmp_path / "one", ShardedStrategy(_tensor_parallel), resume=str(tmp_path / "tp" / "checkpoint-2"))
+    assert len(plain.optimizer.param_groups) < len(sharded.optimizer.param_groups)
+    plain.train()
+    assert _losses(plain) == pytest.approx(_losses(sharded), abs=1e-12)
+    assert [g["lr"] for g in plain.optimizer.param_groups][0] == pytest.approx(
+        sharded.optimizer.param_groups[0]["lr"], abs=1e-15)  # fmt: skip
