@@ -81,3 +81,25 @@ def test_cap_f_arm_is_the_structured_glue_objective_and_its_weight_share(tiny):
     assert {0.5, 0.8, 0.9} <= {round(s, 4) for s in arm.sparsities} and "cap-f" in cfg.methods
     # tiny BERT: Q, K, V, O = 4 * 32 * 32 weights, FFN in + out = 2 * 32 * 64: half the heads, a quarter of neurons
     assert structured_weight_sparsity(tiny.hf_bert(), 0.5, 0.25) == (4096 * 0.5 + 4096 * 0.25) / 8192
+
+
+def test_unstructured_arms_take_the_mini_configs_warmups():
+    cfg = MiniConfig(initial_warmup=3.0, final_warmup=1.5)
+    for method in ("magnitude", "movement", "cap-m"):
+        arm = arm_config(method, 0.5, cfg)
+        assert (arm.initial_warmup, arm.final_warmup) == (3.0, 1.5)
+
+
+def test_mini_schedule_stays_dense_for_half_the_run_before_pruning():
+    # With 8 dense steps the scores were chosen while the fresh head was still random and movement / CAP-m ended
+    # at chance (cap_mini_dense8.md); the mini budget keeps 48 of its 96 steps dense.
+    from alicemind.cap.movement import cubic_threshold
+
+    cfg = MiniConfig()
+    total = cfg.epochs * (6 * cfg.train_per_class // cfg.batch_size)
+    arm = arm_config("movement", 0.8, cfg)
+    kw = dict(initial=1.0, final=0.2, warmup_steps=arm.warmup_steps, total_steps=total,
+              initial_warmup=arm.initial_warmup, final_warmup=arm.final_warmup)  # fmt: skip
+    assert total == 96
+    assert cubic_threshold(48, **kw) == 1.0 and cubic_threshold(49, **kw) < 1.0
+    assert cubic_threshold(79, **kw) > 0.2 and cubic_threshold(80, **kw) == 0.2
