@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import torch
 
 import alicemind.mplug as mplug
@@ -13,10 +14,17 @@ from alicemind.core.interop.checks import max_output_difference
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_image_text_to_text_returns_our_captioner_with_our_outputs(tmp_path):
     import transformers
 
-    torch.set_num_threads(1)
     torch.manual_seed(0)
     model = mplug.MPlugForCaption(mplug.MPlugConfig.from_preset("mplug.test")).eval()
     model.save_pretrained(tmp_path / "m")

@@ -13,6 +13,16 @@ from alicemind.core.generation import GenerationConfig, generate
 from alicemind.core.interop.checks import max_output_difference
 
 os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 IDS = torch.tensor([[101, 7, 8, 9, 102, 0], [101, 10, 11, 12, 13, 102]])
 MASK = (IDS != 0).long()
 CASES = [
@@ -25,7 +35,6 @@ CASES = [
 def test_auto_class_returns_our_model_with_our_outputs(tmp_path, ours, auto, extra):
     import transformers
 
-    torch.set_num_threads(1)
     torch.manual_seed(0)
     model = getattr(plug, ours)(plug.PlugConfig.from_preset("plug.tiny")).eval()
     model.save_pretrained(tmp_path / "m")

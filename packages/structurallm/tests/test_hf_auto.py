@@ -8,9 +8,19 @@ import pytest
 import torch
 
 import alicemind.structurallm as structurallm
-from alicemind.core.interop.checks import max_output_difference
+from alicemind.core.interop.checks import auto_round_trip
 
 os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 IDS = torch.tensor([[0, 7, 8, 9, 2, 1], [0, 10, 11, 12, 13, 2]])
 INPUTS = dict(
     input_ids=IDS,
@@ -27,11 +37,6 @@ CASES = [
 
 @pytest.mark.parametrize(("ours", "auto"), CASES, ids=[c[1] for c in CASES])
 def test_auto_class_returns_our_model_with_our_outputs(tmp_path, ours, auto):
-    import transformers
-
-    torch.set_num_threads(1)
     torch.manual_seed(0)
     model = getattr(structurallm, ours)(structurallm.StructuralLMConfig.from_preset("structurallm.test")).eval()
-    model.save_pretrained(tmp_path / "m")
-    assert type(getattr(transformers, auto).from_pretrained(tmp_path / "m")).__name__ == ours
-    assert max_output_difference(model, auto, tmp_path / "m", INPUTS) == 0.0
+    assert auto_round_trip(model, auto, tmp_path / "m", INPUTS) == (ours, 0.0)

@@ -12,6 +12,16 @@ import alicemind.veco as veco
 from alicemind.core.interop.checks import max_output_difference
 
 os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 IDS = torch.tensor([[0, 7, 8, 9, 2, 1], [0, 10, 11, 12, 13, 2]])
 INPUTS = dict(input_ids=IDS, attention_mask=(IDS != 1).long())
 CASES = [
@@ -26,7 +36,6 @@ CASES = [
 def test_auto_class_loads_the_xlmr_peer_with_our_outputs(tmp_path, ours, auto, peer):
     import transformers
 
-    torch.set_num_threads(1)
     torch.manual_seed(0)
     model = getattr(veco, ours)(veco.VecoConfig.from_preset("veco.tiny")).eval()
     model.save_pretrained(tmp_path / "m")

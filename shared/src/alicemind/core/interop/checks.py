@@ -60,3 +60,13 @@ def max_output_difference(
         )
     # Equal entries count as 0 (also equal infinities: PALM masks ids beyond its real vocabulary with -inf).
     return max(torch.where(a == b, 0.0, (a.float() - b.float()).abs()).max().item() for a, b in zip(expected, got))
+
+
+def auto_round_trip(
+    model: PreTrainedModel, auto_class_name: str, folder: str | os.PathLike, inputs: Mapping[str, torch.Tensor]
+) -> tuple[str, float]:
+    """Save ``model`` into ``folder``, load it with ``transformers.<auto_class_name>``: (the class name transformers
+    returns, the largest output difference to ``model`` on ``inputs``). Ours exactly: (our class name, 0.0)."""
+    model.save_pretrained(folder)
+    loaded_class, _ = auto_load_outputs(auto_class_name, folder, inputs)
+    return loaded_class.__name__, max_output_difference(model, auto_class_name, folder, inputs)
