@@ -3,7 +3,7 @@
 ``python plug_dist_worker.py SCENARIO[,SCENARIO...] MODEL_DIR OUT_DIR``; with ``--nproc_per_node 2``: ``tp`` (TP=2
 forward, greedy, seeded sampling and beam search vs the single-process model), ``fsdp`` (FSDP2 step with
 activation checkpointing vs the single-process step), ``cli-finetune`` (the finetune verb at TP=2, then resumed at
-DP=2 from the TP=2 run's checkpoint), ``cli-generate`` (last: the verb ends the process group). With
+DP=2 from the TP=2 run's checkpoint), ``cli-classify`` (clue-afqmc at TP=2), ``cli-generate`` (last: the verb ends the process group). With
 ``--nproc_per_node 4``: ``dp-tp`` (a 2 x 2 dp x tp mesh: forward and one step vs one process).
 """
 
@@ -166,7 +166,19 @@ def scenario_dp_tp(folder: Path) -> dict:
             "row_shards": [getattr(p, "dim", None) for p in weight.placements], "local_shape": list(weight.to_local().shape)}  # fmt: skip
 
 
+def scenario_cli_classify(folder: Path, out: Path) -> dict:
+    """``alicemind plug finetune --recipe clue-afqmc`` at TP=2 (float64)."""
+    from plug_testing import classify_args
+
+    from alicemind.core.cli import main as cli
+
+    args = classify_args("clue-afqmc", folder, out / "cls-tp2", f"data_dir={out / 'afqmc'}", "parallel.tp=2",
+                         "parallel.dtype=float64", steps=6)  # fmt: skip
+    return {"exit": cli(args)}
+
+
 SCENARIOS = {"tp": scenario_tp, "fsdp": scenario_fsdp, "cli-generate": scenario_cli_generate, "cli-finetune": scenario_cli_finetune,
+             "cli-classify": scenario_cli_classify,
              "dp-tp": scenario_dp_tp}  # fmt: skip
 
 

@@ -168,3 +168,24 @@ def logged_losses(run: Path) -> dict[int, float]:
     """step -> training loss from a run's metrics.jsonl."""
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
     return {r["step"]: r["loss"] for r in records if "loss" in r}
+
+
+CLASSIFY_ROWS = [("一丁", "一丁", "1"), ("七万", "丈一", "0"), ("万丈", "万丈", "1"), ("丁七", "万一", "0")]
+
+
+def write_afqmc(folder: Path) -> Path:
+    """A tiny AFQMC task folder in CLUE's layout (``train.json`` 8 rows, ``dev.json`` 4)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, rows in (("train", CLASSIFY_ROWS * 2), ("dev", CLASSIFY_ROWS)):
+        lines = [json.dumps({"id": i, "sentence1": a, "sentence2": b, "label": y}) for i, (a, b, y) in enumerate(rows)]
+        (folder / f"{split}.json").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder
+
+
+def classify_args(recipe: str, model: Path, output: Path, *extra: str, steps: int = 12) -> list[str]:
+    """``alicemind plug finetune --recipe RECIPE`` (a classification one) on tiny data: no dropout, every loss
+    logged; pass ``data_dir=`` or ``data.train=`` in ``extra``."""
+    return ["plug", "finetune", "--recipe", recipe, f"model={model}", "training.num_epochs=null", f"+training.max_steps={steps}", "training.per_device_batch_size=4",
+            "+training.progress_bar=false", "training.precision=fp32", "+training.device=cpu",
+            f"training.output_dir={output}", "training.log_every=1", "training.lr=2e-3",
+            "+config.hidden_dropout_prob=0", "+config.attention_probs_dropout_prob=0", *extra]  # fmt: skip

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from plug_testing import logged_losses, tiny_config, write_vocab
+from plug_testing import CLASSIFY_ROWS as ROWS
+from plug_testing import classify_args, logged_losses, tiny_config, write_afqmc, write_vocab
 
 from alicemind.core.cli import list_recipes, load_recipe, main
 from alicemind.plug import PlugForConditionalGeneration, PlugForSequenceClassification, PlugTokenizer
-
-ROWS = [("一丁", "一丁", "1"), ("七万", "丈一", "0"), ("万丈", "万丈", "1"), ("丁七", "万一", "0")]
 
 
 @pytest.fixture(scope="module")
@@ -24,12 +23,7 @@ def generation_model(tmp_path_factory) -> Path:
     return folder
 
 
-def _args(recipe: str, model: Path, out: Path, *extra: str) -> list[str]:
-    return ["plug", "finetune", "--recipe", recipe, f"model={model}", "training.num_epochs=null",
-            "+training.max_steps=12", "training.per_device_batch_size=4", "+training.progress_bar=false",
-            "training.precision=fp32", "+training.device=cpu", f"training.output_dir={out}", "training.log_every=1",
-            "training.lr=2e-3", "+config.hidden_dropout_prob=0", "+config.attention_probs_dropout_prob=0",
-            *extra]  # fmt: skip
+_args = classify_args
 
 
 def test_clue_recipes_follow_sofa_defaults():
@@ -42,11 +36,7 @@ def test_clue_recipes_follow_sofa_defaults():
 
 
 def test_clue_afqmc_trains_and_scores_the_dev_split(generation_model, tmp_path, capsys):
-    data = tmp_path / "afqmc"
-    data.mkdir()
-    for split, rows in (("train", ROWS * 2), ("dev", ROWS)):
-        lines = [json.dumps({"id": i, "sentence1": a, "sentence2": b, "label": y}) for i, (a, b, y) in enumerate(rows)]
-        (data / f"{split}.json").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    data = write_afqmc(tmp_path / "afqmc")
     out = tmp_path / "run"
     assert main(_args("clue-afqmc", generation_model, out, f"data_dir={data}")) == 0
     result = json.loads(capsys.readouterr().out)

@@ -11,7 +11,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from plug_testing import finetune_args, logged_losses, tiny_config, write_finetune_data, write_vocab
+from plug_testing import (
+    classify_args,
+    finetune_args,
+    logged_losses,
+    tiny_config,
+    write_afqmc,
+    write_finetune_data,
+    write_vocab,
+)
 
 from alicemind.core.cli import main
 from alicemind.plug import PlugForConditionalGeneration
@@ -46,7 +54,8 @@ def out(model_dir, tmp_path_factory) -> Path:
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     (out / "prompts.txt").write_text("一丁七\n万丈\n", encoding="utf-8")
     write_finetune_data(out)
-    _run([*torchrun, str(WORKER), "tp,fsdp,cli-finetune,cli-generate", str(model_dir), str(out)], out)
+    write_afqmc(out / "afqmc")
+    _run([*torchrun, str(WORKER), "tp,fsdp,cli-finetune,cli-classify,cli-generate", str(model_dir), str(out)], out)
     return out
 
 
@@ -126,3 +135,16 @@ def test_finetune_verb_saved_at_tp2_resumes_at_dp2_and_at_tp1_with_the_same_loss
     assert float(moved.detach().abs().max()) > 1e-4
     metrics = json.loads((out / "ft-dp2" / "final" / "eval_metrics.json").read_text())
     assert set(metrics) >= {"bleu-1", "bleu-4", "rouge-l"}
+
+
+def test_clue_classification_at_tp2_equals_one_process(model_dir, out, capsys):
+    assert all(r["exit"] == 0 for r in _results(out, "cli-classify"))
+    args = classify_args("clue-afqmc", model_dir, out / "cls-tp1", f"data_dir={out / 'afqmc'}", "parallel.dtype=float64",
+                         steps=6)  # fmt: skip
+    assert main(args) == 0
+    one = json.loads(capsys.readouterr().out)
+    tp2, tp1 = logged_losses(out / "cls-tp2"), logged_losses(out / "cls-tp1")
+    assert sorted(tp2) == list(range(1, 7)) and tp2[1] != tp2[6]
+    assert max(abs(tp2[k] - tp1[k]) for k in tp1) < 1e-6  # the same head init and the same steps
+    saved = json.loads((out / "cls-tp2" / "final" / "eval_metrics.json").read_text())
+    assert saved["accuracy"] == one["metrics"]["accuracy"]
