@@ -11,7 +11,8 @@ import torch
 
 from alicemind.core.cli import main
 from alicemind.core.generation import GenerationConfig, generate
-from alicemind.core.interop.onnx_export import EXPORT_SHAPE, greedy_decode_onnx, ort_session, run_session
+from alicemind.core.interop.onnx_export import EXPORT_SHAPE, ort_session, run_session
+from alicemind.core.interop.onnx_seq2seq import greedy_decode_onnx
 from alicemind.palm import PalmConfig, PalmForConditionalGeneration
 
 
