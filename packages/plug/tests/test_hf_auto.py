@@ -45,3 +45,28 @@ def test_auto_class_returns_our_model_with_our_outputs(tmp_path, ours, auto, ext
     if auto == "AutoModelForSeq2SeqLM":
         expected = generate(model, IDS, MASK, GenerationConfig(**model.generation_defaults(), max_new_tokens=4))
         assert torch.equal(loaded.generate(IDS, attention_mask=MASK, max_new_tokens=4), expected.sequences)
+
+
+def test_text_classification_pipeline_runs_our_classifier(tmp_path):
+    from transformers import pipeline
+
+    from alicemind.plug import PlugTokenizer
+
+    torch.manual_seed(0)
+    labels = {"0": "neg", "1": "pos"}
+    config = plug.PlugConfig.from_preset("plug.tiny")
+    config.extra.update(num_labels=2, id2label=labels)  # PLUG keeps label settings among the extra keys
+    model = plug.PlugForSequenceClassification(config).eval()
+    model.save_pretrained(tmp_path / "m")
+    vocab = [f"[unused{i}]" for i in range(model.config.vocab_size)]
+    vocab[1:5] = list("好不错坏")
+    vocab[0], vocab[100:104] = "[PAD]", ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    PlugTokenizer.from_vocab({t: i for i, t in enumerate(vocab)}).save_pretrained(tmp_path / "m")
+    classify = pipeline("text-classification", model=str(tmp_path / "m"), device="cpu")
+    assert type(classify.model).__name__ == "PlugForSequenceClassification"
+    ids = torch.tensor([[101, 1, 2, 3, 102]])
+    with torch.no_grad():
+        probs = model(ids, torch.ones_like(ids), torch.zeros_like(ids)).logits.softmax(-1)[0]
+    got = classify("好不错")
+    assert got[0]["label"] == labels[str(int(probs.argmax()))]
+    assert got[0]["score"] == pytest.approx(probs.max().item(), abs=1e-6)
