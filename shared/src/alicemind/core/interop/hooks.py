@@ -19,14 +19,20 @@ _pending: list[Callable[[], None]] = []  # callbacks to run once transformers is
 _lock = threading.RLock()
 
 
+_installed: bool | None = None  # found once: a lookup passes through the watcher below, which then re-arms
+
+
 def transformers_is_installed() -> bool:
     """True when ``transformers`` can be imported here (found without importing it)."""
+    global _installed
     if _TOP in sys.modules:
         return True
-    try:
-        return importlib.util.find_spec(_TOP) is not None
-    except (ImportError, ValueError):
-        return False
+    if _installed is None:
+        try:
+            _installed = importlib.util.find_spec(_TOP) is not None
+        except (ImportError, ValueError):
+            _installed = False
+    return _installed
 
 
 def call_when_transformers_imported(callback: Callable[[], None]) -> None:
