@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from alicemind.core.cli import main
-from alicemind.core.interop.onnx_export import EXPORT_SHAPE, OnnxMismatchError, _compare, ort_session, run_session
+from alicemind.core.interop.onnx_export import EXPORT_SHAPE, OnnxMismatchError, compare_outputs, ort_session, run_session
 from alicemind.structbert import (
     StructBertConfig,
     StructBertForMaskedLM,
+    StructBertForPreTraining,
     StructBertForQuestionAnswering,
     StructBertForSequenceClassification,
     StructBertForTokenClassification,
@@ -57,6 +58,7 @@ CASES = [
     (StructBertForTokenClassification, "token-classification", ["logits"]),
     (StructBertForQuestionAnswering, "question-answering", ["start_logits", "end_logits"]),
     (StructBertForMaskedLM, "masked-lm", ["logits"]),
+    (StructBertForPreTraining, "pretraining", ["logits.0", "logits.1"]),  # MLM and sentence-structure logits
 ]
 
 
@@ -79,7 +81,7 @@ def test_each_head_agrees_with_pytorch_at_other_sizes(tmp_path, cls, task, outpu
             "last_hidden_state": getattr(out, "last_hidden_state", None),
             "pooler_output": getattr(out, "pooler_output", None),
         }
-        if task == "question-answering":
+        if task in ("question-answering", "pretraining"):
             expected = dict(zip(outputs, out.logits))
         elif task == "masked-lm":
             expected = {"logits": out.logits[0]}
@@ -125,9 +127,9 @@ def test_non_empty_output_folder_is_refused(tmp_path, capsys):
 
 def test_a_difference_beyond_the_tolerance_fails():
     expected = {"logits": torch.tensor([[1.0, 2.0]])}
-    got = _compare(expected, {"logits": torch.tensor([[1.0, 2.00005]])}, "model.onnx", 1e-4)
+    got = compare_outputs(expected, {"logits": torch.tensor([[1.0, 2.00005]])}, "model.onnx", 1e-4)
     assert got == pytest.approx(5e-5, rel=1e-2)  # 2.00005 is not exact in fp32
     with pytest.raises(OnnxMismatchError, match=r"model.onnx: logits differs from PyTorch by 0.001 > tolerance 0.0001"):
-        _compare(expected, {"logits": torch.tensor([[1.001, 2.0]])}, "model.onnx", 1e-4)
+        compare_outputs(expected, {"logits": torch.tensor([[1.001, 2.0]])}, "model.onnx", 1e-4)
     with pytest.raises(OnnxMismatchError, match="has shape"):
-        _compare(expected, {"logits": torch.tensor([1.0, 2.0])}, "model.onnx", 1e-4)
+        compare_outputs(expected, {"logits": torch.tensor([1.0, 2.0])}, "model.onnx", 1e-4)

@@ -74,6 +74,18 @@ def _shapes() -> str:
     return ", ".join(f"{b}x{s}" for b, s in CHECK_SHAPES)
 
 
+def graph_outputs(out, task: str) -> dict[str, torch.Tensor]:
+    """:func:`~alicemind.core.interop.spec.output_values` with tuples spread out (``logits.0``, ``logits.1``...):
+    a graph's outputs are tensors (a pre-training model returns its MLM and sentence logits as a pair)."""
+    flat = {}
+    for name, value in output_values(out, task).items():
+        if isinstance(value, (tuple, list)):
+            flat.update({f"{name}.{i}": item for i, item in enumerate(value)})
+        elif isinstance(value, torch.Tensor):
+            flat[name] = value
+    return flat
+
+
 # -- encoders ---------------------------------------------------------------------------------------------------------
 class _EncoderGraph(nn.Module):
     """``forward(input_ids, attention_mask[, token_type_ids])`` -> the task's output tensors, in field order."""
@@ -83,7 +95,7 @@ class _EncoderGraph(nn.Module):
         self.model, self.task, self.input_names = model, task, list(input_names)
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        values = output_values(self.model(**dict(zip(self.input_names, inputs))), self.task)
+        values = graph_outputs(self.model(**dict(zip(self.input_names, inputs))), self.task)
         return tuple(values.values())
 
 
@@ -93,12 +105,13 @@ def export_encoder(model: nn.Module, task: str, out_dir: Path, atol: float) -> t
     names = list(example)
     graph = _EncoderGraph(model, task, names).eval()
     with torch.no_grad():
-        outputs = list(output_values(model(**example), task))
+        first = graph_outputs(model(**example), task)
+        other = graph_outputs(model(**random_encoder_inputs(model, EXPORT_SHAPE[0] + 1, EXPORT_SHAPE[1] + 1, 0)), task)
+    outputs = list(first)
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
-    for out_name in outputs:
-        axes[out_name] = {0: "batch", 1: "sequence"} if out_name != "pooler_output" else {0: "batch"}
-    if task in ("sequence-classification", "multiple-choice"):
-        axes.update({n: {0: "batch"} for n in outputs})
+    for out_name in outputs:  # an output axis is dynamic where it moved with the input's batch or sequence
+        moved = [d for d, (a, b) in enumerate(zip(first[out_name].shape, other[out_name].shape)) if a != b]
+        axes[out_name] = {d: ("batch" if d == 0 else "sequence") for d in moved}
     path = out_dir / "model.onnx"
     export_graph(graph, tuple(example.values()), path, names, outputs, axes)
     session = ort_session(path)
@@ -106,7 +119,7 @@ def export_encoder(model: nn.Module, task: str, out_dir: Path, atol: float) -> t
     for i, (batch, length) in enumerate(CHECK_SHAPES):
         feeds = random_encoder_inputs(model, batch, length, seed=1 + i)
         with torch.no_grad():
-            expected = output_values(model(**feeds), task)
+            expected = graph_outputs(model(**feeds), task)
         diff = max(
             diff, compare_outputs(expected, run_session(session, feeds), f"{path.name} at {batch}x{length}", atol)
         )
@@ -151,6 +164,10 @@ def export_onnx(
     spec = spec_for_folder(model_dir)
     task = task or default_task(spec, model_dir)
     model_class = spec.model_class(task)
+    if task == "multiple-choice":
+        raise NotImplementedError(
+            "ONNX export of a multiple-choice head ([batch, choices, length] inputs) is not supported"
+        )
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise FileExistsError(f"{out_dir} is not empty (pass --overwrite to write into it)")
     _require_onnx()
@@ -216,7 +233,7 @@ def _quantize_and_measure(model: nn.Module, task: str, files: list[Path]) -> dic
     for i, (batch, length) in enumerate(CHECK_SHAPES):
         feeds = random_encoder_inputs(model, batch, length, seed=1 + i)
         with torch.no_grad():
-            expected = output_values(model(**feeds), task)
+            expected = graph_outputs(model(**feeds), task)
         got = run_session(session, feeds)
         for name, value in expected.items():
             diff = max(diff, (value - got[name]).abs().max().item())
