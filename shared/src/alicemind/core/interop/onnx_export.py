@@ -104,8 +104,14 @@ def export_encoder(model: nn.Module, task: str, out_dir: Path, atol: float) -> t
     example = random_encoder_inputs(model, *EXPORT_SHAPE, seed=0)
     names = list(example)
     graph = _EncoderGraph(model, task, names).eval()
+    try:
+        with torch.no_grad():
+            first = graph_outputs(model(**example), task)
+    except (TypeError, ValueError) as err:  # lattice positions, boxes, images...: inputs we do not synthesise
+        raise NotImplementedError(
+            f"ONNX export of {type(model).__name__} is not supported: it needs more than {names} ({err})"
+        ) from None
     with torch.no_grad():
-        first = graph_outputs(model(**example), task)
         other = graph_outputs(model(**random_encoder_inputs(model, EXPORT_SHAPE[0] + 1, EXPORT_SHAPE[1] + 1, 0)), task)
     outputs = list(first)
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
