@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from alicemind.core.cli import main
-from alicemind.core.interop.onnx_export import EXPORT_SHAPE, OnnxMismatchError, compare_outputs, ort_session, run_session
+from alicemind.core.interop.onnx_export import (
+    EXPORT_SHAPE,
+    OnnxMismatchError,
+    compare_outputs,
+    ort_session,
+    run_session,
+)
 from alicemind.structbert import (
     StructBertConfig,
     StructBertForMaskedLM,
