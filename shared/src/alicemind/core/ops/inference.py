@@ -107,6 +107,9 @@ def optimize_for_inference(
     ``report`` (stderr by default; None is silent). Pad ragged batches to a few lengths with
     :func:`pad_to_bucket` (buckets ``DEFAULT_BUCKETS``) so a stream of requests compiles a handful of graphs;
     ``dynamic=True`` compiles one shape-generic graph instead. Outputs equal the eager model's (about 1e-5 fp32).
+    A generation model with a static KV cache (``init_decoder_cache(..., static=True)``) decodes over it when
+    called through ``alicemind.core.generation.generate``: the prompt is one graph and every later step one more
+    (per row count), with the projection and LM-head weights frozen and prepacked on CPU.
     ``backend`` other than inductor (``"aot_eager"``: tracing only, no code generation) is for checks.
     """
     params = next(iter(model.parameters()), None)
