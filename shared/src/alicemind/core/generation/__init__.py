@@ -18,7 +18,7 @@ from alicemind.core.generation.processors import (
     top_p_filter,
 )
 from alicemind.core.generation.protocol import EncoderDecoderLM, Streamer
-from alicemind.core.generation.search import greedy_or_sample
+from alicemind.core.generation.search import greedy_or_sample, static_greedy_or_sample
 
 __all__ = [
     "CallbackStreamer",
@@ -34,6 +34,7 @@ __all__ = [
     "length_penalty",
     "no_repeat_ngram_mask",
     "sampling_logits",
+    "static_greedy_or_sample",
     "step_scores",
     "top_k_filter",
     "top_p_filter",

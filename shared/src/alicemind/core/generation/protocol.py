@@ -28,6 +28,9 @@ class EncoderDecoderLM(Protocol):
         It holds the per-layer self-attention key/value cache with room for ``max_length`` decoder positions
         (prompt plus generated tokens) and the cross-attention keys/values, computed ONCE here from
         ``encoder_hidden`` ``[B, S, H]``. ``encoder_mask`` is ``[B, S]`` with 1 = real token.
+        A model may also accept ``static=True``: fixed ``max_length`` buffers written at a position kept as a
+        tensor, so every later ``decode_step`` has the same shapes (one compiled graph). The engine then keeps
+        every row in every step and reorders rows only within each source's group after the first expansion.
         """
         ...
 
