@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     gen = torch.Generator().manual_seed(0)
     batch = {"input_ids": torch.randint(1000, 30000, (args.batch, args.seq), generator=gen)}
     rows = []
@@ -81,8 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         f"BertForSequenceClassification with all-MiniLM-L6-v2's shape (hidden 384, 6 layers, 12 heads, FFN 1536), "
         f"random weights, batch {args.batch} x {args.seq} tokens, heads and FFN neurons pruned to the same fraction "
         f"(random scores). Medians of {args.repeats} forwards, alternated. python {platform.python_version()}, torch "
-        f"{torch.__version__}, {os.cpu_count()} CPUs, {args.threads} threads, 1-min load average {load:.1f} at the "
-        "end (a shared machine: absolute times are noisy, the ratio less so).",
+        f"{torch.__version__}, {os.cpu_count()} CPUs, {args.threads} threads, 1-min load average {load_start:.1f} at "
+        f"the start and {load:.1f} at the end (a shared machine: absolute times are noisy, the ratio less so). "
+        f"Command: python benchmarks/bench_cap.py --threads {args.threads} --repeats {args.repeats}.",
         "",
         "| sparsity | parameters masked -> exported | masked | exported | speed-up | max logit diff |",
         "|---|---|---|---|---|---|",

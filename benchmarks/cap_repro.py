@@ -33,6 +33,8 @@ def merge_results(specs: list[str]) -> dict:
     merged["teacher"] = next((p["teacher"] for _, p, arms in reversed(parts) if p["teacher"]), [])
     merged["config"] = dict(last["config"], sparsities=sorted({float(s) for _, p, arms in parts for a in arms
                                                                for s in p["accuracy"][a]}))  # fmt: skip
+    seeds = [s for _, p, _ in parts for s in p["config"]["seeds"]]
+    merged["config"]["seeds"] = list(dict.fromkeys(seeds))  # every seed some cell has; the notes say which
     for path, part, arms in parts:
         for arm in arms:
             column = merged["accuracy"].setdefault(arm, {str(s): [] for s in merged["config"]["sparsities"]})
@@ -45,7 +47,9 @@ def merge_results(specs: list[str]) -> dict:
             f"initial/final warm-up {cfg.get('initial_warmup', 1):g}/{cfg.get('final_warmup', 2):g}, "
             f"{part['seconds'] / 60:.1f} min, 1-min load average {load} at start, end)."
         )
-    merged["seconds"] = max(p["seconds"] for _, p, _ in parts)
+    order = [m for m in MiniConfig.methods if m in merged["accuracy"]]
+    merged["accuracy"] = {m: merged["accuracy"][m] for m in order + sorted(set(merged["accuracy"]) - set(order))}
+    merged["notes"].append("The run-time line above is the last file's; each file's time and load are in its note.")
     return merged
 
 
