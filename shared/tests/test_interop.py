@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 import subprocess
 import sys
@@ -25,7 +24,11 @@ from alicemind.core.interop import FamilySpec, NoHeadError, UnknownModelTypeErro
 from alicemind.core.interop.checks import max_output_difference
 from alicemind.core.modeling import PreTrainedModel
 
-os.environ["HF_HUB_OFFLINE"] = "1"
+
+@pytest.fixture(autouse=True)
+def hub_offline(monkeypatch):
+    # Per test, not at import: a module-level setting leaked into the download tests of the same session.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
 @dataclasses.dataclass

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
 import alicemind.latticebert as latticebert
 from alicemind.core.interop.checks import auto_round_trip
 
-os.environ["HF_HUB_OFFLINE"] = "1"
+
+@pytest.fixture(autouse=True)
+def hub_offline(monkeypatch):
+    # Per test, not at import: a module-level setting leaked into the download tests of the same session.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(autouse=True)

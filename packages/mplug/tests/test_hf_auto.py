@@ -3,15 +3,17 @@ and its ``generate`` is ours."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
 import alicemind.mplug as mplug
 from alicemind.core.interop.checks import max_output_difference
 
-os.environ["HF_HUB_OFFLINE"] = "1"
+
+@pytest.fixture(autouse=True)
+def hub_offline(monkeypatch):
+    # Per test, not at import: a module-level setting leaked into the download tests of the same session.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(autouse=True)

@@ -3,8 +3,6 @@ outputs bit for bit), and ``generate`` is core.generation's."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
@@ -13,7 +11,11 @@ from alicemind.core.generation import GenerationConfig, generate
 from alicemind.core.interop.checks import max_output_difference
 from alicemind.palm import PalmConfig, PalmForConditionalGeneration
 
-os.environ["HF_HUB_OFFLINE"] = "1"
+
+@pytest.fixture(autouse=True)
+def hub_offline(monkeypatch):
+    # Per test, not at import: a module-level setting leaked into the download tests of the same session.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(autouse=True)

@@ -3,8 +3,6 @@ ours (exactly our outputs); ``generate`` is core.generation's."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
@@ -12,7 +10,11 @@ import alicemind.plug as plug
 from alicemind.core.generation import GenerationConfig, generate
 from alicemind.core.interop.checks import max_output_difference
 
-os.environ["HF_HUB_OFFLINE"] = "1"
+
+@pytest.fixture(autouse=True)
+def hub_offline(monkeypatch):
+    # Per test, not at import: a module-level setting leaked into the download tests of the same session.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(autouse=True)

@@ -3,8 +3,6 @@ BERT peer (config.json says "bert"), with our outputs; pipelines run on them end
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
@@ -19,7 +17,13 @@ from alicemind.structbert import (
     StructBertTokenizer,
 )
 
-os.environ["HF_HUB_OFFLINE"] = "1"
+
+@pytest.fixture(autouse=True)
+def hub_offline(monkeypatch):
+    # Per test, not at import: a module-level setting leaked into the download tests of the same session.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
 WORDS = "the cat sat on a mat dog ran far good bad film was very".split()
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
 LABELS = {"0": "negative", "1": "positive"}
