@@ -124,3 +124,34 @@ def test_fill_mask_pipeline(tmp_path):
         top = model(ids, torch.ones_like(ids), torch.zeros_like(ids)).logits[0][0, 3].softmax(-1).topk(3)
     assert [g["token"] for g in got] == top.indices.tolist()
     assert [g["score"] for g in got] == pytest.approx(top.values.tolist(), abs=1e-5)
+
+
+def test_question_answering_pipeline_gives_our_predicted_span(tmp_path):
+    from transformers import pipeline
+
+    from alicemind.core.data import QAExample
+    from alicemind.structbert.finetuning_spans import predict_answers
+
+    model = tiny(StructBertForQuestionAnswering)
+    folder = str(save(model, tmp_path / "m"))
+    qa = pipeline("alicemind-question-answering", model=folder, device="cpu")
+    question, context = "who sat on the mat", "the cat sat on a mat the dog ran far"
+    got = qa(question=question, context=context)
+    ours = predict_answers(
+        model, StructBertTokenizer.from_pretrained(folder), [QAExample("q", question, context)], 64, 1
+    )
+    assert set(got) == {"answer", "score", "start", "end"}
+    assert got["answer"] == ours[0] != ""
+    assert context[got["start"] : got["end"]] == got["answer"]
+    assert 0 < got["score"] <= 1
+    assert qa({"question": question, "context": context}) == got
+
+
+def test_question_answering_pipeline_refuses_a_folder_without_a_qa_head(tmp_path):
+    from transformers import pipeline
+
+    from alicemind.core.interop import NoHeadError
+
+    folder = str(save(tiny(StructBertForSequenceClassification), tmp_path / "m"))
+    with pytest.raises(NoHeadError, match="no question-answering head"):
+        pipeline("alicemind-question-answering", model=folder, device="cpu")

@@ -38,6 +38,16 @@ def register_family(spec: FamilySpec) -> None:
     add_spec(spec)
     if not spec.peer:
         call_when_transformers_imported(lambda: _register_with_transformers(spec))
+    if "question-answering" in spec.models:
+        # Peer families (StructBERT as BERT) register nothing with transformers, but their QA folders need our
+        # pipeline: transformers 5 has none under "question-answering".
+        call_when_transformers_imported(_register_pipelines)
+
+
+def _register_pipelines() -> None:
+    from alicemind.core.interop.pipelines import register_pipelines
+
+    register_pipelines()
 
 
 def _register_with_transformers(spec: FamilySpec) -> None:
