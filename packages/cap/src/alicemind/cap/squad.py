@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -24,7 +23,7 @@ from alicemind.cap.glue import RECIPE_KEYS, cap_config_of, model_folder, prune_a
 from alicemind.core.cli import CliError
 from alicemind.core.data import DataCollatorWithPadding
 from alicemind.core.data.own_spans import QAExample, read_squad
-from alicemind.core.metrics import squad_metrics
+from alicemind.core.metrics import best_span, squad_metrics
 from alicemind.core.training import move_to_device
 
 SQUAD_KEYS = RECIPE_KEYS | {"train_file", "dev_file", "doc_stride", "doc_stride_mode", "max_query_length",
@@ -89,17 +88,14 @@ def best_answers(examples: Sequence[QAExample], features: Sequence[dict[str, Any
     best: dict[int, tuple[float, str]] = {}
     for feature, start, end in zip(features, starts, ends):
         n = len(feature["input_ids"])
-        allowed = np.array(feature["context_mask"][:n], dtype=bool)
-        if not allowed.any():
+        span = best_span(start[:n], end[:n], feature["context_mask"][:n], max_answer_length)
+        if span is None:
             continue
-        s, e = np.where(allowed, start[:n], -np.inf), np.where(allowed, end[:n], -np.inf)
-        band = np.triu(np.ones((n, n), bool)) & ~np.triu(np.ones((n, n), bool), max_answer_length)
-        scores = np.where(band, s[:, None] + e[None, :], -np.inf)
-        i, j = np.unravel_index(int(scores.argmax()), scores.shape)
+        i, j, score = span
         owner = feature["example"]
-        if owner not in best or scores[i, j] > best[owner][0]:
+        if owner not in best or score > best[owner][0]:
             offsets = feature["offsets"]
-            best[owner] = (float(scores[i, j]), examples[owner].context[offsets[i][0] : offsets[j][1]])
+            best[owner] = (score, examples[owner].context[offsets[i][0] : offsets[j][1]])
     return {e.id: best.get(k, (0.0, ""))[1] for k, e in enumerate(examples)}
 
 

@@ -30,7 +30,7 @@ from alicemind.core.data import (
     tag_set,
 )
 from alicemind.core.data.own_spans import check_tags
-from alicemind.core.metrics import span_f1, squad_metrics
+from alicemind.core.metrics import best_span, span_f1, squad_metrics
 from alicemind.core.training import Trainer, TrainingConfig, move_to_device, seed_everything
 from alicemind.structbert.config import StructBertConfig
 from alicemind.structbert.model import StructBertForQuestionAnswering, StructBertForTokenClassification
@@ -146,16 +146,11 @@ def predict_answers(model, tokenizer, examples, max_len: int, batch_size: int) -
     features = encode_questions(tokenizer, examples, max_len)
     answers = []
     for example, feature, (start, end) in zip(examples, features, _outputs(model, features, tokenizer, batch_size)):
-        allowed = np.array(feature["context_mask"][: len(start)])
-        if not allowed.any():
+        span = best_span(start, end, feature["context_mask"][: len(start)], MAX_ANSWER_LENGTH)
+        if span is None:
             answers.append("")
             continue
-        s = np.where(allowed, start, -np.inf)
-        e = np.where(allowed, end, -np.inf)
-        scores = s[:, None] + e[None, :]
-        n = len(s)
-        band = np.triu(np.ones((n, n), bool)) & ~np.triu(np.ones((n, n), bool), MAX_ANSWER_LENGTH)
-        i, j = np.unravel_index(np.where(band, scores, -np.inf).argmax(), scores.shape)
+        i, j, _ = span
         offsets = feature["offsets"]
         answers.append(example.context[offsets[i][0] : offsets[j][1]])
     return answers

@@ -22,6 +22,7 @@ from transformers import AutoModelForQuestionAnswering, AutoModelForSeq2SeqLM, P
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from alicemind.core.interop.spec import NoHeadError, UnknownModelTypeError, spec_for_folder
+from alicemind.core.metrics import best_span
 
 SUMMARIZATION_TASK = "alicemind-summarization"
 QUESTION_ANSWERING_TASK = "alicemind-question-answering"
@@ -141,15 +142,12 @@ class QuestionAnsweringPipeline(Pipeline):
 
     def postprocess(self, outputs: dict[str, Any], max_answer_len: int = 30) -> dict[str, Any]:
         allowed = torch.tensor(outputs["in_context"])
-        if not allowed.any():  # an empty context (or one truncated away): no span to give
+        start, end = outputs["start_logits"].float(), outputs["end_logits"].float()
+        span = best_span(start.numpy(), end.numpy(), allowed.numpy(), max_answer_len)  # our predict path's rule
+        if span is None:  # an empty context (or one truncated away): no span to give
             return {"answer": "", "score": 0.0, "start": 0, "end": 0}
-        start = outputs["start_logits"].float().masked_fill(~allowed, float("-inf"))
-        end = outputs["end_logits"].float().masked_fill(~allowed, float("-inf"))
-        n = start.numel()
-        ones = torch.ones(n, n, dtype=torch.bool)
-        band = ones.triu() & ~ones.triu(max_answer_len)  # start <= end < start + max_answer_len
-        scores = (start[:, None] + end[None, :]).masked_fill(~band, float("-inf"))
-        i, j = divmod(int(scores.flatten().argmax()), n)  # the first best, as numpy's argmax in our predict path
+        i, j, _ = span
+        start, end = start.masked_fill(~allowed, float("-inf")), end.masked_fill(~allowed, float("-inf"))
         score = start.softmax(-1)[i] * end.softmax(-1)[j]
         begin, finish = outputs["offsets"][i][0], outputs["offsets"][j][1]
         return {"answer": outputs["context"][begin:finish], "score": float(score), "start": begin, "end": finish}

@@ -11,6 +11,7 @@ from alicemind.core.metrics.classification import (
 )
 from alicemind.core.metrics.generation import corpus_bleu, ngram_bleu, rouge
 from alicemind.core.metrics.spans import (
+    best_span,
     exact_match,
     get_entities,
     normalize_answer,
@@ -21,6 +22,7 @@ from alicemind.core.metrics.spans import (
 
 __all__ = [
     "accuracy",
+    "best_span",
     "corpus_bleu",
     "exact_match",
     "f1",

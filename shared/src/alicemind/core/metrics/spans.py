@@ -1,4 +1,5 @@
-"""Entity-level F1 over BIO/IOBES tag sequences (seqeval's default mode) and SQuAD exact match / F1."""
+"""Entity-level F1 over BIO/IOBES tag sequences (seqeval's default mode), SQuAD exact match / F1, and the best
+answer span of start/end logits."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import re
 import string
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
 
 
 def _split_tag(tag: str) -> tuple[str, str]:
@@ -108,3 +111,21 @@ def squad_metrics(predictions: Mapping[str, str], references: Mapping[str, Seque
     em = sum(exact_match(predictions[q], refs) for q, refs in references.items())
     f = sum(squad_f1(predictions[q], refs) for q, refs in references.items())
     return {"exact_match": em / len(references), "f1": f / len(references)}
+
+
+def best_span(start_logits, end_logits, allowed, max_answer_length: int = 30) -> tuple[int, int, float] | None:
+    """The answer span ``(i, j, start[i] + end[j])`` with the highest score among allowed positions, ``i <= j <
+    i + max_answer_length`` (BERT's run_squad rule; the first best on ties), or None when no position is allowed.
+
+    Arrays (or CPU tensors) of one window; the logits keep their dtype, so the pick is the one their own sums give.
+    """
+    allowed = np.asarray(allowed, dtype=bool)
+    if not allowed.any():
+        return None
+    start = np.where(allowed, np.asarray(start_logits), -np.inf)
+    end = np.where(allowed, np.asarray(end_logits), -np.inf)
+    n = len(start)
+    band = np.triu(np.ones((n, n), bool)) & ~np.triu(np.ones((n, n), bool), max_answer_length)
+    scores = np.where(band, start[:, None] + end[None, :], -np.inf)
+    i, j = np.unravel_index(int(scores.argmax()), scores.shape)
+    return int(i), int(j), float(scores[i, j])
