@@ -36,7 +36,7 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _export_onnx(args: argparse.Namespace) -> int:
-    from alicemind.core.interop.onnx_export import OnnxMismatchError, export_onnx
+    from alicemind.core.interop.onnx_export import OnnxMismatchError, OnnxUnsupportedError, export_onnx
     from alicemind.core.interop.spec import NoHeadError, UnknownModelTypeError
 
     try:
@@ -44,7 +44,7 @@ def _export_onnx(args: argparse.Namespace) -> int:
             args.model_dir, args.out_dir, task=args.task, quantize=args.quantize, atol=args.atol,
             overwrite=args.overwrite,
         )  # fmt: skip
-    except (NoHeadError, UnknownModelTypeError, OnnxMismatchError, NotImplementedError, ModuleNotFoundError) as e:
+    except (NoHeadError, UnknownModelTypeError, OnnxMismatchError, OnnxUnsupportedError, ModuleNotFoundError) as e:
         message = e.args[0] if isinstance(e, LookupError) and e.args else str(e)
         raise CliError(str(message), prog=PROG) from None
     return 0

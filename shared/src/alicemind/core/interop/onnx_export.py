@@ -23,6 +23,7 @@ from alicemind.core.interop.onnx_graphs import (
     EXPORT_SHAPE,
     OPSET,
     OnnxMismatchError,
+    OnnxUnsupportedError,
     compare_outputs,
     export_graph,
     ort_session,
@@ -108,9 +109,9 @@ def export_encoder(model: nn.Module, task: str, out_dir: Path, atol: float) -> t
         with torch.no_grad():
             first = graph_outputs(model(**example), task)
     except (TypeError, ValueError) as err:  # lattice positions, boxes, images...: inputs we do not synthesise
-        raise NotImplementedError(
+        raise OnnxUnsupportedError(
             f"ONNX export of {type(model).__name__} is not supported: it needs more than {names} ({err})"
-        ) from None
+        ) from err
     with torch.no_grad():
         other = graph_outputs(model(**random_encoder_inputs(model, EXPORT_SHAPE[0] + 1, EXPORT_SHAPE[1] + 1, 0)), task)
     outputs = list(first)
@@ -171,7 +172,7 @@ def export_onnx(
     task = task or default_task(spec, model_dir)
     model_class = spec.model_class(task)
     if task == "multiple-choice":
-        raise NotImplementedError(
+        raise OnnxUnsupportedError(
             "ONNX export of a multiple-choice head ([batch, choices, length] inputs) is not supported"
         )
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:

@@ -19,6 +19,11 @@ class OnnxMismatchError(ValueError):
     """ONNX Runtime's outputs differ from PyTorch's beyond the stated tolerance."""
 
 
+class OnnxUnsupportedError(ValueError):
+    """The model (or head) has no ONNX export here; its own class, so a torch-internal NotImplementedError is
+    never mistaken for this refusal."""
+
+
 def ort_session(path: str | Path, threads: int = 1):
     """An ONNX Runtime CPU session (all graph optimisations, ``threads`` intra-op threads)."""
     import onnxruntime as ort

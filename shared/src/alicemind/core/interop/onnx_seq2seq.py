@@ -20,6 +20,7 @@ from torch import nn
 from alicemind.core.interop.onnx_graphs import (
     CHECK_SHAPES,
     EXPORT_SHAPE,
+    OnnxUnsupportedError,
     compare_outputs,
     export_graph,
     ort_session,
@@ -115,7 +116,7 @@ def _empty_past(model: nn.Module, batch: int, length: int = 0) -> list[torch.Ten
 def export_seq2seq(model: nn.Module, out_dir: Path, atol: float) -> tuple[list[Path], dict[str, float]]:
     """Export ``encoder.onnx`` and ``decoder_step.onnx`` and check both in ONNX Runtime, step by step."""
     if getattr(model, "copy_gate", None) is not None:
-        raise NotImplementedError("ONNX export of a pointer-generator model is not supported (its copy state)")
+        raise OnnxUnsupportedError("ONNX export of a pointer-generator model is not supported (its copy state)")
     layers = _layer_count(model)
     cross_names, past_names = _names("cross", layers), _names("past", layers)
     example = random_encoder_inputs(model, *EXPORT_SHAPE, seed=0)
