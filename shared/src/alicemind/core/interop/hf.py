@@ -139,7 +139,7 @@ def make_config_class(
 def _constructible(cls: type) -> bool:
     try:
         cls()
-    except Exception:  # a config with required fields: transformers' defaults (none) stand
+    except (TypeError, ValueError):  # required fields, or defaults its checks refuse: transformers' (none) stand
         return False
     return True
 
