@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from alicemind.core.checkpoint import CheckpointError
 from alicemind.core.cli import CliError, add_recipe_arguments, add_run_arguments, run_recipe_from_args
 from alicemind.core.cli.checkpoints import add_download_arguments, fetch_released
+from alicemind.core.cli.compiling import add_compile_arguments, maybe_optimize
 
 DTYPES = ("float32", "float16", "bfloat16")
 
@@ -93,7 +95,11 @@ def _generate(args: argparse.Namespace) -> int:
         raise CliError(
             f"{args.model} is not a PLUG model folder (no config.json); convert the release first", prog=prog
         )
-    model = load_for_generation(args.model, encoder_final_norm_twice=not args.single_final_norm)
+    if args.compile and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # The tensor-parallel model's projections are DTensors and its logits are gathered across ranks: no
+        # compile-clean test covers that path, so it runs eagerly rather than compiled untested.
+        raise CliError("--compile runs in one process only; drop it under torchrun (tensor parallel)", prog=prog)
+    model = maybe_optimize(load_for_generation(args.model, encoder_final_norm_twice=not args.single_final_norm), args)
     tokenizer = PlugTokenizer.from_pretrained(args.tokenizer or args.model)
     values = {**model.generation_defaults(), "do_sample": args.sample, "num_beams": args.num_beams,
               "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
@@ -228,6 +234,7 @@ def register(subparsers) -> None:
     p.add_argument("--original", action="store_true",
                    help="the original's text handling: quote rewriting, [SEP] only after 80%% of the length, "
                    "[UNK] runs as one “, no spaces")  # fmt: skip
+    add_compile_arguments(p)
     p.set_defaults(func=_generate, sample=True)
 
     p = verbs.add_parser(
