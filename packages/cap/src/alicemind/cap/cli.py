@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from alicemind.core.cli import CliError, add_recipe_arguments, recipe_from_args
+from alicemind.core.cli.compiling import add_compile_arguments, inference_buckets, maybe_optimize
 from alicemind.core.cli.schema import Rule, register_recipe_rules
 
 SPARSITY = Rule(float, min=0, max=0.999999)
@@ -57,9 +58,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     model_cls = getattr(transformers, archs[0], None)
     if model_cls is None:
         raise CliError(f"transformers has no class {archs[0]} (from {folder}/config.json)")
-    model = load_pruned(model_cls, folder)
+    # eval() before compiling: the compiled view's eval() would hand back the eager module.
+    model = maybe_optimize(load_pruned(model_cls, folder).eval(), args)
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(args.tokenizer or folder))
-    collate = DataCollatorWithPadding(pad_token_id=tokenizer.pad_token_id or 0)
+    # Under --compile ragged batches are padded to a few bucket lengths, so only a handful of shapes compile.
+    buckets = inference_buckets(args.max_seq_length, args)
+    collate = DataCollatorWithPadding(pad_token_id=tokenizer.pad_token_id or 0, bucket_lengths=buckets)
     if args.task.lower() == "squad":
         metrics = _squad_metrics(args, tokenizer, collate, model)
         task_name = "squad"
@@ -67,7 +71,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         task = get_task(args.task)
         examples = load_task_examples(task, task_folder(args.data_dir, task), args.split)
         features = encode(tokenizer, task, examples, args.max_seq_length)
-        metrics = make_eval_fn(task, features, collate, args.batch_size)(model.eval())
+        metrics = make_eval_fn(task, features, collate, args.batch_size)(model)
         task_name = task.name
     result = {"task": task_name, "split": args.split, "parameters": count_parameters(model), **metrics}
     for name in (STRUCTURE_FILE, REPORT_FILE):
@@ -90,7 +94,7 @@ def _squad_metrics(args: argparse.Namespace, tokenizer, collate, model) -> dict[
         raise CliError(f"{path} does not exist: give --data-dir a SQuAD v1.1 JSON file or its folder")
     examples = read_squad(path)
     features = encode_windows(tokenizer, examples, max_length=args.max_seq_length, doc_stride=args.doc_stride)
-    return make_squad_eval_fn(examples, features, collate, args.batch_size)(model.eval())
+    return make_squad_eval_fn(examples, features, collate, args.batch_size)(model)
 
 
 def _reproduce(args: argparse.Namespace) -> int:
@@ -149,6 +153,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--doc-stride", type=int, default=128, help="SQuAD: pieces shared by two windows")
     evaluate.add_argument("--batch-size", type=int, default=64)
     evaluate.add_argument("--output", default=None, help="also write the metrics JSON here")
+    add_compile_arguments(evaluate)
     evaluate.set_defaults(func=_evaluate)
     reproduce = verbs.add_parser(
         "reproduce",
