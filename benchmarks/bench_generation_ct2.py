@@ -31,7 +31,7 @@ HERE = Path(__file__).parent
 RESULTS = HERE / "results"
 SHAPE = dict(layers=12, hidden=768, heads=12, ffn=3072, vocab=21504)  # palm.ch.base
 MODES = {"greedy": 1, "beam4": 4}
-# "ours": eager; "-compiled": optimize_for_inference; "-int8": weight-only int8 linears (core.ops.int8).
+# "ours": eager; "-compiled": optimize_for_inference; "-int8": int8 linears and output projection (core.ops.int8).
 PEERS = ("ours", "ours-compiled", "ours-int8", "ours-int8-compiled", "hf", "ct2", "ct2-int8")
 
 

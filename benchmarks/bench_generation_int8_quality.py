@@ -1,4 +1,4 @@
-"""How much the weight-only int8 path (``palm generate --int8-weights``, core.ops.int8) changes PALM's outputs.
+"""How much the int8 path (``palm generate --int8-weights``, core.ops.int8) changes PALM's outputs.
 
 A fixed set of sources decoded by the same model in fp32 and with int8 linears, greedy and beam 4, exactly
 ``--new`` tokens (EOS banned): the share of outputs that are identical, of tokens that agree position by position,

@@ -176,9 +176,9 @@ def register(subparsers) -> None:
     p.add_argument("--compile", action="store_true", help="compile the model first (alicemind.core.ops."
                    "optimize_for_inference: inductor with frozen weights on CPU, CUDA graphs on GPU); each new "
                    "input shape costs a compile, reported on stderr, and the outputs are the same")  # fmt: skip
-    p.add_argument("--int8-weights", action="store_true", help="CPU decoding with int8 weights in every linear "
-                   "layer (per-channel scales; the tied output projection stays fp32): less memory traffic, "
-                   "slightly different outputs")  # fmt: skip
+    p.add_argument("--int8-weights", action="store_true", help="CPU decoding in int8 (alicemind.core.ops.int8): "
+                   "every linear layer and the tied output projection with per-channel int8 weights and per-call "
+                   "8-bit activations; faster, slightly different outputs (off by default)")  # fmt: skip
     add_recipe_arguments(p, default="generate")
     p.set_defaults(func=_generate)
 

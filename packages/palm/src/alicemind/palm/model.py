@@ -208,14 +208,22 @@ class PalmForConditionalGeneration(PalmModel):
         self.copy_gate = None
         self._copy_query = None
         self._pending_source: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.int8_output_projection: nn.Module | None = None  # set by core.ops.int8.quantize_linear_weights
         if config.use_pointer_generator:
             self.copy_gate = CopyGate(config.hidden_size, config.decoder_hidden_size)
             self._copy_query = QueryCapture(self.decoder.layers[-1].cross_attn.q_proj)
         self._init_if_last(PalmForConditionalGeneration)
 
+    def tied_output_projection(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The weight and bias of the logits' projection (the tied embedding table)."""
+        return self.output_embeddings.weight, self.lm_bias
+
     def logits(self, decoder_output: torch.Tensor) -> torch.Tensor:
         """Vocabulary logits of decoder states, with ids beyond ``real_vocab_size`` made impossible."""
-        logits = F.linear(decoder_output, self.output_embeddings.weight, self.lm_bias)
+        if self.int8_output_projection is not None:
+            logits = self.int8_output_projection(decoder_output)
+        else:
+            logits = F.linear(decoder_output, self.output_embeddings.weight, self.lm_bias)
         real = self.config.real_vocab_size
         if real is not None and real < logits.shape[-1]:
             logits[..., real:] = float("-inf")

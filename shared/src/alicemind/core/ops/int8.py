@@ -1,14 +1,27 @@
-"""Weight-only int8 linear layers for CPU decoding (off by default): each output row's weights are stored as int8
-with one fp32 scale (symmetric, per channel), and multiplied by torch's int8-weight kernel without dequantising
-the whole matrix. Activations stay fp32. It trades accuracy for memory bandwidth: measure before using it."""
+"""Int8 linear layers for CPU decoding (off by default).
+
+Each output row's weights are stored as int8 with one fp32 scale (symmetric, per channel). On CPU the product runs
+in torch's quantized engine (fbgemm / x86 / oneDNN, or qnnpack on ARM): each call quantises its activations to 8
+bits with a per-call range, multiplies in int8 with int32 accumulation and rescales to fp32. This is the scheme
+CTranslate2's ``int8`` compute type uses. Off CPU, or without a quantized engine, the weights are dequantised and
+``F.linear`` runs in the activations' dtype. It trades accuracy for speed: measure before using it
+(``benchmarks/bench_generation_int8_quality.py``).
+
+Why not ``torch._weight_int8pack_mm`` (weight-only int8, fp32 activations): on this CPU it ran 17-40x slower than
+``F.linear`` at decode shapes. Why not torchao: its CPU int8 speed comes from inductor, and it would be one more
+dependency for an opt-in path. torch marks its quantized-tensor constructors deprecated; the one call that needs
+them (packing) is isolated in :func:`_pack` so it can move when torch ships the replacement.
+"""
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Int8WeightLinear", "quantize_linear_weights"]
+__all__ = ["Int8Linear", "quantize_linear_weights"]
 
 
 def _quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -18,38 +31,83 @@ def _quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q, scale.float()
 
 
-class Int8WeightLinear(nn.Module):
-    """``nn.Linear`` with int8 weights and per-output-channel fp32 scales (weight-only quantisation)."""
+def _engine_available() -> bool:
+    engine = torch.backends.quantized.engine
+    return engine != "none" and engine in torch.backends.quantized.supported_engines
 
-    def __init__(self, linear: nn.Linear):
+
+def _pack(q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None):
+    """The quantized engine's prepacked weight (int8 ``q`` with per-row ``scale``) and fp32 bias."""
+    zero_points = torch.zeros(q.shape[0], dtype=torch.long)
+    with warnings.catch_warnings():  # the deprecation notice of quantized tensors; see the module docstring
+        warnings.simplefilter("ignore", UserWarning)
+        qweight = torch._make_per_channel_quantized_tensor(q, scale.double(), zero_points, 0)
+        return torch.ops.quantized.linear_prepack(qweight, bias)
+
+
+class Int8Linear(nn.Module):
+    """A linear map with int8 weights and per-output-channel fp32 scales, for eval only.
+
+    Built from an ``nn.Linear`` or, with :meth:`from_weight`, from any weight matrix (a tied embedding table)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None):
         super().__init__()
-        q, scale = _quantize_rows(linear.weight.detach().float())
-        self.in_features, self.out_features = linear.in_features, linear.out_features
+        q, scale = _quantize_rows(weight.detach().float())
+        self.out_features, self.in_features = q.shape
         self.register_buffer("weight_int8", q)
         self.register_buffer("weight_scale", scale)
-        bias = linear.bias.detach().float().clone() if linear.bias is not None else None
-        self.register_buffer("bias", bias)
+        self.register_buffer("bias", bias.detach().float().clone() if bias is not None else None)
+        self._packed = None  # built on first CPU call; a device move or a copy drops it (see _apply)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> Int8Linear:
+        return cls(linear.weight, linear.bias)
 
     def dequantized_weight(self) -> torch.Tensor:
         return self.weight_int8.float() * self.weight_scale[:, None]
 
+    def _apply(self, fn, recurse=True):
+        self._packed = None
+        return super()._apply(fn, recurse)
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        return {**state, "_packed": None}
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cpu" or x.dtype != torch.float32:
-            out = F.linear(x, self.dequantized_weight().to(x.dtype))
-        else:
-            flat = x.reshape(-1, self.in_features)
-            out = torch._weight_int8pack_mm(flat.contiguous(), self.weight_int8, self.weight_scale)
-            out = out.reshape(*x.shape[:-1], self.out_features)
-        return out + self.bias.to(out.dtype) if self.bias is not None else out
+        if x.device.type != "cpu" or x.dtype != torch.float32 or not _engine_available():
+            bias = self.bias.to(x.dtype) if self.bias is not None else None
+            return F.linear(x, self.dequantized_weight().to(x.dtype), bias)
+        if self._packed is None:
+            self._packed = _pack(self.weight_int8, self.weight_scale, self.bias)
+        flat = x.reshape(-1, self.in_features).contiguous()
+        out = torch.ops.quantized.linear_dynamic(flat, self._packed, False)
+        return out.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
+_HOOK_DICTS = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
+               "_forward_pre_hooks", "_forward_pre_hooks_with_kwargs")  # fmt: skip
+
+
+def _with_hooks_of(old: nn.Module, new: nn.Module) -> nn.Module:
+    """``new`` running the forward hooks registered on ``old`` (a pointer-generator's query capture, say). The
+    dicts themselves are shared, so handles taken on ``old`` still remove their hook."""
+    for attr in _HOOK_DICTS:
+        if hasattr(old, attr):
+            setattr(new, attr, getattr(old, attr))
+    return new
+
+
 def quantize_linear_weights(model: nn.Module, *, skip: tuple[str, ...] = ()) -> int:
-    """Replace every ``nn.Linear`` of ``model`` (in place, eval use only) by :class:`Int8WeightLinear`; return how
-    many. Names starting with an entry of ``skip`` are left in fp32. Tied output projections that call
-    ``F.linear`` on an embedding table are not modules and stay fp32."""
+    """Replace every ``nn.Linear`` of ``model`` (in place, eval use only) by :class:`Int8Linear`; return how many
+    maps were quantised. Names starting with an entry of ``skip`` are left in fp32.
+
+    A model whose logits are a tied ``F.linear`` on its embedding table opts in to an int8 copy of that table by
+    having an ``int8_output_projection`` attribute (``None``) and a ``tied_output_projection()`` method returning
+    ``(weight, bias)``; its logits then use the copy. The embedding lookup keeps the fp32 table."""
     targets = [
         (name, module)
         for name, module in model.named_modules()
@@ -58,5 +116,13 @@ def quantize_linear_weights(model: nn.Module, *, skip: tuple[str, ...] = ()) -> 
     for name, module in targets:
         parent_name, _, attr = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, attr, Int8WeightLinear(module))
-    return len(targets)
+        setattr(parent, attr, _with_hooks_of(module, Int8Linear.from_linear(module)))
+    tied = [
+        (name, module)
+        for name, module in model.named_modules()
+        if hasattr(module, "tied_output_projection") and getattr(module, "int8_output_projection", 0) is None
+        and not any(name.startswith(s) for s in skip)
+    ]  # fmt: skip
+    for _, module in tied:
+        module.int8_output_projection = Int8Linear(*module.tied_output_projection())
+    return len(targets) + len(tied)
