@@ -82,8 +82,11 @@ def _runner(args, torch, ids, mask):
 
         model = optimize_for_inference(model, report=None)
     elif args.impl == "hf-compiled":  # the same settings optimize_for_inference uses
-        options = {"mode": "reduce-overhead"} if device.type == "cuda" else {"options": {"freezing": True}}
-        model = torch.compile(model, **options)
+        if device.type == "cuda":
+            model = torch.compile(model, mode="reduce-overhead")
+        else:  # freezing set as optimize_for_inference sets it (torch.compile's options= does not reach it)
+            torch._inductor.config.freezing = True
+            model = torch.compile(model)
     start = time.perf_counter()
     with torch.no_grad():
         model(input_ids=ids, attention_mask=mask)

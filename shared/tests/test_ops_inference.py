@@ -51,5 +51,11 @@ def test_frozen_inductor_matches_eager_and_compiles_once_per_bucket(tmp_path):
         real = request["attention_mask"].bool()
         torch.testing.assert_close(got[real], want[real], atol=1e-5, rtol=1e-5)
     assert len(fast.compile_seconds) == 1  # one bucket, one graph
+    # Frozen weights: the linear layers run oneDNN/MKL prepacked kernels, not aten::addmm on the fp32 weights.
+    with torch.profiler.profile() as profile:
+        fast(**pad_to_bucket(requests[0], (16,))[0])
+    ops = {event.key for event in profile.key_averages()}
+    assert not {"aten::addmm", "aten::mm"} & ops, sorted(ops)
+    assert any(op.startswith(("mkl::", "mkldnn::")) for op in ops), sorted(ops)
     assert len(messages) == 1 and messages[0].startswith("compiled forward for a new input shape in ")
     assert any((tmp_path / "cache").iterdir())  # the on-disk cache a later process reuses

@@ -85,6 +85,18 @@ def _no_grad(fn: Callable) -> Callable:
     return call
 
 
+def _with_freezing(compiled: Callable) -> Callable:
+    """``compiled`` run with inductor's freezing on. ``torch.compile(options={"freezing": True})`` does not reach
+    the pass that decides freezing (torch 2.13: the graphs kept ``aten::addmm`` on fp32 weights), so the flag is
+    set around each call; the first call of a shape is when inductor reads it."""
+
+    def call(*args, **kwargs):
+        with torch._inductor.config.patch(freezing=True):
+            return compiled(*args, **kwargs)
+
+    return call
+
+
 def _stderr(message: str) -> None:
     print(f"alicemind: {message}", file=sys.stderr, flush=True)
 
@@ -119,10 +131,12 @@ def optimize_for_inference(
     torch._inductor.config.fx_graph_cache = True
     model.eval()
     options: dict[str, Any] = {}
-    if backend == "inductor":
-        options = {"mode": "reduce-overhead"} if device.type == "cuda" else {"options": {"freezing": freeze}}
+    if backend == "inductor" and device.type == "cuda":
+        options = {"mode": "reduce-overhead"}
+    frozen = backend == "inductor" and device.type == "cpu" and freeze
 
     def compile_fn(fn):
-        return torch.compile(fn, backend=backend, dynamic=dynamic, **options)
+        compiled = torch.compile(fn, backend=backend, dynamic=dynamic, **options)
+        return _with_freezing(compiled) if frozen else compiled
 
     return InferenceModel(model, compile_fn, report or (lambda _: None))
