@@ -147,3 +147,24 @@ def test_a_static_beam_search_traces_one_step_graph_across_reorders(make_model, 
     assert len(steps) == 6
     assert len(graphs) == 2  # prompt rows, then beam rows for every later step, reorders included
     assert torch.equal(got.sequences, want.sequences)
+
+
+@pytest.mark.parametrize("beams", [1, 2])
+def test_the_static_cache_holds_exactly_the_positions_fed_back(beams, make_model, make_source, monkeypatch):
+    # 1 prompt token + 16 new: the 16th token is never fed back, so 16 positions fill the 16 bucket exactly.
+    import alicemind.palm.model as palm_model
+
+    model = make_model("sofa-zh").double()
+    ids, mask = make_source(model)
+    capacities = []
+    real = type(model).init_decoder_cache
+
+    def spy(self, hidden, encoder_mask, max_length, *, source_ids=None, static=False):
+        capacities.append((max_length, static))
+        return real(self, hidden, encoder_mask, max_length, source_ids=source_ids, static=static)
+
+    monkeypatch.setattr(palm_model.PalmForConditionalGeneration, "init_decoder_cache", spy)
+    config = _defaults(model, num_beams=beams, max_new_tokens=16, eos_token_id=None)
+    dynamic, static = _both(model, ids, mask, config)
+    assert capacities[-1] == (16, True) and static.sequences.shape[1] == 17
+    _assert_same(dynamic, static)

@@ -104,8 +104,10 @@ def generate(
     with torch.no_grad():
         encoded = model.encode(input_ids, attention_mask)
         if _use_static_cache(model, static_cache):
-            # A bucketed capacity: requests of nearby lengths share the compiled step.
-            capacity = bucket_length(prompt.shape[1] + max_new_tokens)
+            # A bucketed capacity: requests of nearby lengths share the compiled step. The last new token is
+            # never fed back, so the cache holds prompt + max_new_tokens - 1 positions (32 new after a 1-token
+            # prompt fit the 32 bucket, where a 64 one would double every step's attention and beam reorder).
+            capacity = bucket_length(prompt.shape[1] + max_new_tokens - 1)
             cache = model.init_decoder_cache(encoded, attention_mask, capacity, static=True)
             if config.num_beams > 1:
                 return beam_search(model, cache, prompt, config, max_new_tokens, static=True)
