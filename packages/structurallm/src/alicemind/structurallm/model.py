@@ -70,15 +70,29 @@ class StructuralLMEmbeddings(nn.Module):
             raise ValueError(
                 f"bbox {tuple(bbox.shape)} must be [batch, length, 4] for input_ids {tuple(input_ids.shape)}"
             )
-        extra = self.layout(bbox)
+        if pos_bbox is None and self.bbox_embeddings is not None:
+            pos_bbox = torch.zeros_like(input_ids)
+        if not torch.compiler.is_compiling():  # reading the data is a host sync and a graph break in a compile
+            self._check_ranges(bbox, pos_bbox)
+        # The four coordinate tables are summed here rather than through ``self.layout(bbox)``: core's
+        # LayoutEmbeddings.forward reads the boxes to validate them, a graph break; the check above is the same.
+        x0, y0, x1, y1 = bbox.unbind(-1)
+        layout = self.layout
+        extra = (
+            layout.x0_embeddings(x0) + layout.y0_embeddings(y0) + layout.x1_embeddings(x1) + layout.y1_embeddings(y1)
+        )
         if self.bbox_embeddings is not None:
-            if pos_bbox is None:
-                pos_bbox = torch.zeros_like(input_ids)
+            extra = extra + self.bbox_embeddings(pos_bbox)
+        return self.text(input_ids, extra=extra)
+
+    def _check_ranges(self, bbox: torch.Tensor, pos_bbox: torch.Tensor | None) -> None:
+        top = self.layout.max_coordinate
+        if bool((bbox < 0).any()) or bool((bbox > top).any()):
+            raise ValueError(f"bbox coordinates must lie in [0, {top}]")
+        if self.bbox_embeddings is not None:
             limit = self.bbox_embeddings.num_embeddings
             if bool((pos_bbox < 0).any()) or bool((pos_bbox >= limit).any()):
                 raise ValueError(f"pos_bbox ids must lie in [0, {limit - 1}]")
-            extra = extra + self.bbox_embeddings(pos_bbox)
-        return self.text(input_ids, extra=extra)
 
 
 class StructuralLMPreTrainedModel(PreTrainedModel):
@@ -115,7 +129,7 @@ class StructuralLMModel(StructuralLMPreTrainedModel):
             dropout=c.hidden_dropout_prob,
             attention_dropout=c.attention_probs_dropout_prob,
         )
-        self.encoder = TransformerStack(spec, c.num_hidden_layers)
+        self.encoder = TransformerStack(spec, c.num_hidden_layers, padding_free=c.padding_free)
         self.pooler = Pooler(c.hidden_size) if add_pooling_layer else None
         self.init_weights()
 
@@ -146,7 +160,9 @@ def _encoder_inputs(kwargs: dict[str, Any]) -> dict[str, Any]:
 def _ce_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
     valid = labels != -100
-    acc = (logits.argmax(-1)[valid] == labels[valid]).float().mean() if bool(valid.any()) else loss.new_zeros(())
+    # Correct over valid, counted without selecting rows or asking whether any is valid (each a data-dependent
+    # branch under torch.compile); 0 when nothing is valid. Counts are exact in fp32: this is the mean over valid.
+    acc = ((logits.argmax(-1) == labels) & valid).sum().float() / valid.sum().clamp(min=1).float()
     return loss, acc
 
 
@@ -183,8 +199,9 @@ class StructuralLMForPreTraining(StructuralLMPreTrainedModel):
             picked = cpc_labels != -100
             cpc_logits = self.cpc(hidden[picked])
             cpc_loss, cpc_acc = _ce_accuracy(cpc_logits, cpc_labels[picked])
-            if bool(picked.any()):
-                loss = loss + cpc_loss
+            # A batch may pick no cell (the CE of no tokens is NaN): add the CPC loss only where it has tokens,
+            # chosen in the graph rather than by reading the mask on the host.
+            loss = torch.where(picked.any(), loss + cpc_loss, loss)
             metrics.update(cpc_loss=cpc_loss.detach(), cpc_acc=cpc_acc)
         return TaskOutput(loss, (mlm_logits, cpc_logits), metrics)
 
