@@ -59,3 +59,27 @@ def test_frozen_inductor_matches_eager_and_compiles_once_per_bucket(tmp_path):
     assert any(op.startswith(("mkl::", "mkldnn::")) for op in ops), sorted(ops)
     assert len(messages) == 1 and messages[0].startswith("compiled forward for a new input shape in ")
     assert any((tmp_path / "cache").iterdir())  # the on-disk cache a later process reuses
+
+
+def test_a_padding_free_encoder_compiles_one_graph_for_ragged_batches_of_a_bucket():
+    # Packing the real tokens uses nonzero (a data-dependent size): it must stay inside the one graph, not split it
+    # and recompile for every batch's token count.
+    torch.manual_seed(0)
+    model = TinyEncoder().eval()
+    model.encoder.padding_free = True
+    fast = optimize_for_inference(model, backend="aot_eager", report=None)
+    g = torch.Generator().manual_seed(1)
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    for _ in range(3):
+        lengths = torch.randint(3, 17, (4,), generator=g)
+        mask = (torch.arange(16)[None] < lengths[:, None]).long()
+        ids = torch.randint(1, 30, (4, 16), generator=g) * mask
+        got = fast(input_ids=ids, attention_mask=mask)
+        with torch.no_grad():
+            want = model(input_ids=ids, attention_mask=mask)
+        real = mask.bool()
+        torch.testing.assert_close(got[real], want[real], atol=1e-5, rtol=1e-5)
+    assert not torch._dynamo.utils.counters["graph_break"]
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+    torch._dynamo.reset()

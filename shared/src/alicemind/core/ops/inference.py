@@ -85,14 +85,20 @@ def _no_grad(fn: Callable) -> Callable:
     return call
 
 
-def _with_freezing(compiled: Callable) -> Callable:
-    """``compiled`` run with inductor's freezing on. ``torch.compile(options={"freezing": True})`` does not reach
-    the pass that decides freezing (torch 2.13: the graphs kept ``aten::addmm`` on fp32 weights), so the flag is
-    set around each call; the first call of a shape is when inductor reads it."""
+def _traced_whole(compiled: Callable, *, freezing: bool) -> Callable:
+    """``compiled`` run with the settings its first call of each shape is traced and compiled under.
+
+    Data-dependent output shapes stay in the graph: a padding-free encoder gathers its real tokens with
+    ``nonzero``, which would otherwise split the graph there and recompile for each batch's token count.
+    ``freezing`` turns inductor's weight freezing on: ``torch.compile(options={"freezing": True})`` does not reach
+    the pass that decides it (torch 2.13: the graphs kept ``aten::addmm`` on fp32 weights), so it is set here."""
 
     def call(*args, **kwargs):
-        with torch._inductor.config.patch(freezing=True):
-            return compiled(*args, **kwargs)
+        with torch._dynamo.config.patch(capture_dynamic_output_shape_ops=True):
+            if not freezing:
+                return compiled(*args, **kwargs)
+            with torch._inductor.config.patch(freezing=True):
+                return compiled(*args, **kwargs)
 
     return call
 
@@ -136,7 +142,6 @@ def optimize_for_inference(
     frozen = backend == "inductor" and device.type == "cpu" and freeze
 
     def compile_fn(fn):
-        compiled = torch.compile(fn, backend=backend, dynamic=dynamic, **options)
-        return _with_freezing(compiled) if frozen else compiled
+        return _traced_whole(torch.compile(fn, backend=backend, dynamic=dynamic, **options), freezing=frozen)
 
     return InferenceModel(model, compile_fn, report or (lambda _: None))
