@@ -112,7 +112,7 @@ class SdcupEncoder(SdcupPreTrainedModel):
             attention_dropout=c.attention_probs_dropout_prob,
             norm_class=UerLayerNorm,
         )
-        self.encoder = TransformerStack(spec, c.num_hidden_layers)
+        self.encoder = TransformerStack(spec, c.num_hidden_layers, padding_free=c.padding_free)
         self.init_weights()
 
     def forward(
@@ -190,6 +190,12 @@ def gather_tokens(hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return hidden.gather(1, index[..., None].expand(-1, -1, hidden.shape[-1]))
 
 
+def _masked_mean(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` where ``valid`` (same number of elements), 0 when none is."""
+    weights = valid.reshape(values.shape).to(values.dtype)
+    return (values * weights).sum() / weights.sum().clamp_min(1.0)
+
+
 class SdcupForPreTraining(SdcupPreTrainedModel):
     """Schema-dependency prediction (biaffine arcs question token -> schema item, and their labels) plus MLM.
 
@@ -235,22 +241,31 @@ class SdcupForPreTraining(SdcupPreTrainedModel):
         if dependency_heads is None:
             return TaskOutput(None, (arc, rel))
         valid = (dependency_heads != -100) & question_mask
-        arc_loss = F.cross_entropy(arc[valid].float(), dependency_heads[valid])
-        gold_rel = rel[valid].gather(1, dependency_heads[valid][:, None, None].expand(-1, 1, rel.shape[-1])).squeeze(1)
-        rel_loss = F.cross_entropy(gold_rel.float(), dependency_labels[valid])
+        # Every token is scored and the padding masked out (not selected), so no shape and no branch depends on
+        # the data under torch.compile; a loss or accuracy over no token is 0.
+        heads = dependency_heads.clamp_min(0)
+        arc_loss = _masked_mean(F.cross_entropy(arc.float().flatten(0, 1), heads.flatten(), reduction="none"), valid)
+        gold_rel = rel.gather(2, heads[..., None, None].expand(-1, -1, 1, rel.shape[-1])).squeeze(2)  # [B, T, R]
+        rel_target = dependency_labels.clamp_min(0)
+        rel_loss = _masked_mean(
+            F.cross_entropy(gold_rel.float().flatten(0, 1), rel_target.flatten(), reduction="none"), valid
+        )
         loss = arc_loss + rel_loss
         metrics = {
             "arc_loss": arc_loss.detach(),
             "rel_loss": rel_loss.detach(),
-            "arc_acc": (arc[valid].argmax(-1) == dependency_heads[valid]).float().mean(),
-            "rel_acc": (gold_rel.argmax(-1) == dependency_labels[valid]).float().mean(),
+            "arc_acc": _masked_mean((arc.argmax(-1) == heads).flatten().float(), valid),
+            "rel_acc": _masked_mean((gold_rel.argmax(-1) == rel_target).flatten().float(), valid),
         }
-        if mlm_labels is not None and bool((mlm_labels != -100).any()):
+        if mlm_labels is not None:
+            # The collator drops mlm_labels from a batch with no masked token; all -100 here adds 0 to the loss.
             chosen = mlm_labels != -100
-            logits = self.mlm(hidden[chosen])
-            mlm_loss = F.cross_entropy(logits.float(), mlm_labels[chosen])
+            logits = self.mlm(hidden[chosen])  # project only the masked tokens through the vocabulary
+            target = mlm_labels[chosen]
+            ones = torch.ones_like(target, dtype=torch.bool)
+            mlm_loss = _masked_mean(F.cross_entropy(logits.float(), target, reduction="none"), ones)
             loss = loss + mlm_loss
             metrics["mlm_loss"] = mlm_loss.detach()
-            metrics["mlm_acc"] = (logits.argmax(-1) == mlm_labels[chosen]).float().mean()
+            metrics["mlm_acc"] = _masked_mean((logits.argmax(-1) == target).float(), ones)
         metrics["dependency_loss"] = (arc_loss + rel_loss).detach()
         return TaskOutput(loss, (arc, rel), metrics)

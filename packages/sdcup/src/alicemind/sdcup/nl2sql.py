@@ -25,6 +25,64 @@ from alicemind.sdcup.sql import AGG_OPS, COND_OPS, CONN_OPS
 NEG = -1e4  # masked logits (finite, so fp16/bf16 stay finite)
 
 
+class BiLSTM(nn.Module):
+    """A bidirectional, batch-first LSTM with ``nn.LSTM``'s parameters (same names, shapes and init), returning
+    the output sequence ``[B, T, 2 * hidden]`` from zero initial states.
+
+    Not an ``nn.LSTM``: dynamo refuses to trace RNN modules (a graph break), so under ``torch.compile`` the
+    recurrence is written out step by step from the same gate formulas; eager runs torch's fused LSTM kernel.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, *, num_layers: int = 1, dropout: float = 0.0):
+        super().__init__()
+        self.hidden_size, self.num_layers, self.dropout = hidden_size, num_layers, dropout
+        self._names = []
+        for layer in range(num_layers):
+            width = input_size if layer == 0 else 2 * hidden_size
+            for suffix in ("", "_reverse"):
+                for name, shape in ((f"weight_ih_l{layer}", (4 * hidden_size, width)),
+                                    (f"weight_hh_l{layer}", (4 * hidden_size, hidden_size)),
+                                    (f"bias_ih_l{layer}", (4 * hidden_size,)),
+                                    (f"bias_hh_l{layer}", (4 * hidden_size,))):  # fmt: skip
+                    self.register_parameter(name + suffix, nn.Parameter(torch.empty(shape)))
+                    self._names.append(name + suffix)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """``nn.LSTM``'s init: every weight and bias uniform in +-1/sqrt(hidden_size)."""
+        bound = self.hidden_size**-0.5
+        for name in self._names:
+            nn.init.uniform_(getattr(self, name), -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.compiler.is_compiling():
+            zeros = x.new_zeros(2 * self.num_layers, x.shape[0], self.hidden_size)
+            weights = [getattr(self, name) for name in self._names]
+            return torch.lstm(x, (zeros, zeros), weights, True, self.num_layers, self.dropout, self.training,
+                              True, True)[0]  # fmt: skip
+        for layer in range(self.num_layers):
+            if layer > 0:
+                x = F.dropout(x, self.dropout, self.training)
+            forward = self._direction(x, f"l{layer}", reverse=False)
+            backward = self._direction(x, f"l{layer}_reverse", reverse=True)
+            x = torch.cat([forward, backward], -1)
+        return x
+
+    def _direction(self, x: torch.Tensor, suffix: str, *, reverse: bool) -> torch.Tensor:
+        w_ih, w_hh = getattr(self, f"weight_ih_{suffix}"), getattr(self, f"weight_hh_{suffix}")
+        b_ih, b_hh = getattr(self, f"bias_ih_{suffix}"), getattr(self, f"bias_hh_{suffix}")
+        projected = F.linear(x, w_ih, b_ih)  # every step's input projection in one matmul
+        h = c = x.new_zeros(x.shape[0], self.hidden_size)
+        steps = range(x.shape[1] - 1, -1, -1) if reverse else range(x.shape[1])
+        outputs = [None] * x.shape[1]
+        for t in steps:
+            i, f, g, o = (projected[:, t] + F.linear(h, w_hh, b_hh)).chunk(4, -1)
+            c = f.sigmoid() * c + i.sigmoid() * g.tanh()
+            h = o.sigmoid() * c.tanh()
+            outputs[t] = h
+        return torch.stack(outputs, 1)
+
+
 class ColumnEncoder(nn.Module):
     """ctx-attention pooling of each column's sub-token vectors, then [pooled; ctx] -> Linear -> LayerNorm."""
 
@@ -80,10 +138,9 @@ class Nl2SqlHead(nn.Module):
         c = config
         i_s, h_s, dr = c.hidden_size * c.num_target_layers, c.head_hidden_size, c.head_dropout
         self.qk, self.hk = c.question_knowledge_dim, c.header_knowledge_dim
-        lstm = dict(num_layers=c.head_lstm_layers, batch_first=True, bidirectional=True,
-                    dropout=dr if c.head_lstm_layers > 1 else 0.0)  # fmt: skip
-        self.question_lstm = nn.LSTM(i_s, h_s // 2, **lstm)
-        self.column_lstm = nn.LSTM(i_s, h_s // 2, **lstm)
+        lstm = dict(num_layers=c.head_lstm_layers, dropout=dr if c.head_lstm_layers > 1 else 0.0)
+        self.question_lstm = BiLSTM(i_s, h_s // 2, **lstm)
+        self.column_lstm = BiLSTM(i_s, h_s // 2, **lstm)
         self.column_encoder = ColumnEncoder(i_s)
         self.lstm_pool = nn.Linear(i_s, h_s // 2 * 2)
         q_size, col_size, ctx_size = i_s + h_s // 2 * 2 + self.qk, i_s + h_s // 2 * 2 + self.hk, i_s + h_s // 2 * 2
@@ -108,8 +165,8 @@ class Nl2SqlHead(nn.Module):
         b, n, k = batch["column_index"].shape
         sub = gather_tokens(hidden, batch["column_index"].view(b, n * k)).view(b, n, k, -1)
         ctx = q[:, 0]  # the first question token, not [CLS] (errata 4.2)
-        lstm_q = self.question_lstm(q)[0] * q_mask[..., None]
-        lstm_sub = self.column_lstm(sub.view(b * n, k, -1))[0].view(b, n, k, -1)
+        lstm_q = self.question_lstm(q) * q_mask[..., None]
+        lstm_sub = self.column_lstm(sub.view(b * n, k, -1)).view(b, n, k, -1)
         att = torch.einsum("bh,bnkh->bnk", self.lstm_pool(ctx), lstm_sub).masked_fill(~sub_mask, NEG).softmax(-1)
         lstm_cols = torch.einsum("bnk,bnkh->bnh", att, lstm_sub)
         cols = self.column_encoder(ctx, sub, sub_mask)
@@ -134,36 +191,43 @@ class Nl2SqlHead(nn.Module):
         }
 
 
-def _at_columns(logits: torch.Tensor, columns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows of ``logits`` [B, N, X] at gold ``columns`` [B, S] (-100 = none): ([M, X], valid mask [B, S])."""
-    valid = columns != -100
-    rows = torch.arange(columns.shape[0], device=columns.device)[:, None].expand_as(columns)
-    return logits[rows[valid], columns[valid]], valid
+def _at_columns(logits: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+    """Rows of ``logits`` [B, N, X] at gold ``columns`` [B, S] (-100 = none, read as column 0): [B, S, X]."""
+    index = columns.clamp_min(0)[..., None].expand(-1, -1, logits.shape[-1])
+    return logits.gather(1, index)
+
+
+def _masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean CE over the ``valid`` rows of ``logits`` [..., X], 0 when none is valid. Computed over every row and
+    masked, so neither the selection nor "is any valid" is a data-dependent decision under torch.compile."""
+    per = F.cross_entropy(logits.float().flatten(0, -2), target.clamp_min(0).flatten(), reduction="none")
+    weights = valid.flatten().float()
+    return (per * weights).sum() / weights.sum().clamp_min(1.0)
 
 
 def nl2sql_loss(logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor], column_mask) -> tuple:
-    """Sum of every sub-module's loss (CE for counts, ops, spans; BCE for the column sets), and each part."""
+    """Sum of every sub-module's loss (CE for counts, ops, spans; BCE for the column sets), and each part.
+
+    A part with no gold item in the batch (no condition, no value span) is 0 and adds nothing."""
     sel, agg, wc_gold = labels["sel"], labels["agg"], labels["cond_col"]
     n_sel = (sel != -100).sum(1)
     parts = {"slen": F.cross_entropy(logits["slen"].float(), (n_sel - 1).clamp_min(0))}
     parts["cco"] = F.cross_entropy(logits["cco"].float(), labels["conn"])
     parts["wn"] = F.cross_entropy(logits["wn"].float(), (wc_gold != -100).sum(1))
     for key, gold in (("sc", sel), ("wc", wc_gold)):
-        target = torch.zeros_like(logits[key])
-        rows, valid = torch.arange(gold.shape[0])[:, None].expand_as(gold), gold != -100
-        target[rows[valid], gold[valid]] = 1.0
-        per = F.binary_cross_entropy_with_logits(logits[key].float(), target.float(), reduction="none")
+        valid = gold != -100
+        # Multi-hot of the gold columns (a column named twice is still 1).
+        hot = F.one_hot(gold.clamp_min(0), logits[key].shape[-1]) * valid[..., None]
+        target = hot.amax(1).float() if gold.shape[1] else torch.zeros_like(logits[key], dtype=torch.float)
+        per = F.binary_cross_entropy_with_logits(logits[key].float(), target, reduction="none")
         parts[key] = (per * column_mask).sum() / column_mask.sum()
-    sa, valid = _at_columns(logits["sa"], sel)
-    parts["sa"] = F.cross_entropy(sa.float(), agg[valid])
-    if bool((wc_gold != -100).any()):
-        wo, valid = _at_columns(logits["wo"], wc_gold)
-        parts["wo"] = F.cross_entropy(wo.float(), labels["cond_op"][valid])
-        for side in ("start", "end"):
-            span, valid_c = _at_columns(logits[f"wv_{side}"], wc_gold)
-            gold = labels[f"cond_{side}"][valid_c]
-            if bool((gold != -100).any()):
-                parts[f"wv_{side}"] = F.cross_entropy(span.float(), gold, ignore_index=-100)
+    parts["sa"] = _masked_cross_entropy(_at_columns(logits["sa"], sel), agg, sel != -100)
+    has_cond = wc_gold != -100
+    parts["wo"] = _masked_cross_entropy(_at_columns(logits["wo"], wc_gold), labels["cond_op"], has_cond)
+    for side in ("start", "end"):
+        gold = labels[f"cond_{side}"]
+        span = _at_columns(logits[f"wv_{side}"], wc_gold)
+        parts[f"wv_{side}"] = _masked_cross_entropy(span, gold, has_cond & (gold != -100))
     total = sum(parts.values())
     return total, {k: v.detach() for k, v in parts.items()}
 
