@@ -72,27 +72,14 @@ class StructuralLMEmbeddings(nn.Module):
             )
         if pos_bbox is None and self.bbox_embeddings is not None:
             pos_bbox = torch.zeros_like(input_ids)
-        if not torch.compiler.is_compiling():  # reading the data is a host sync and a graph break in a compile
-            self._check_ranges(bbox, pos_bbox)
-        # The four coordinate tables are summed here rather than through ``self.layout(bbox)``: core's
-        # LayoutEmbeddings.forward reads the boxes to validate them, a graph break; the check above is the same.
-        x0, y0, x1, y1 = bbox.unbind(-1)
-        layout = self.layout
-        extra = (
-            layout.x0_embeddings(x0) + layout.y0_embeddings(y0) + layout.x1_embeddings(x1) + layout.y1_embeddings(y1)
-        )
+        extra = self.layout(bbox)  # checks the coordinate range when not tracing
         if self.bbox_embeddings is not None:
+            if not torch.compiler.is_compiling():  # reading the ids is a host sync and a graph break in a compile
+                limit = self.bbox_embeddings.num_embeddings
+                if bool((pos_bbox < 0).any()) or bool((pos_bbox >= limit).any()):
+                    raise ValueError(f"pos_bbox ids must lie in [0, {limit - 1}]")
             extra = extra + self.bbox_embeddings(pos_bbox)
         return self.text(input_ids, extra=extra)
-
-    def _check_ranges(self, bbox: torch.Tensor, pos_bbox: torch.Tensor | None) -> None:
-        top = self.layout.max_coordinate
-        if bool((bbox < 0).any()) or bool((bbox > top).any()):
-            raise ValueError(f"bbox coordinates must lie in [0, {top}]")
-        if self.bbox_embeddings is not None:
-            limit = self.bbox_embeddings.num_embeddings
-            if bool((pos_bbox < 0).any()) or bool((pos_bbox >= limit).any()):
-                raise ValueError(f"pos_bbox ids must lie in [0, {limit - 1}]")
 
 
 class StructuralLMPreTrainedModel(PreTrainedModel):

@@ -130,7 +130,9 @@ class LayoutEmbeddings(nn.Module):
     def forward(self, bbox: torch.Tensor) -> torch.Tensor:
         if bbox.shape[-1] != 4:
             raise ValueError(f"bbox must end in 4 coordinates (x0, y0, x1, y1), got shape {tuple(bbox.shape)}")
-        if bool((bbox < 0).any()) or bool((bbox > self.max_coordinate).any()):
+        # Reading the boxes is a host sync, and under torch.compile a graph break: traced code relies on the
+        # caller (an eager call, or the collator) having checked the range.
+        if not torch.compiler.is_compiling() and (bool((bbox < 0).any()) or bool((bbox > self.max_coordinate).any())):
             raise ValueError(f"bbox coordinates must lie in [0, {self.max_coordinate}]")
         x0, y0, x1, y1 = bbox.unbind(-1)
         if self.separate_tables:
