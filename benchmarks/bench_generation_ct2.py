@@ -54,7 +54,8 @@ def _torch_runner(peer: str, args, sources):
     import torch
 
     torch.set_num_threads(args.threads)
-    ids = torch.tensor(sources)
+    device = torch.device(args.device)
+    ids = torch.tensor(sources, device=device)
     mask = torch.ones_like(ids)
     new = args.new
     if peer == "hf":
@@ -69,7 +70,7 @@ def _torch_runner(peer: str, args, sources):
             max_position_embeddings=1024, pad_token_id=0, bos_token_id=101, eos_token_id=102,
             decoder_start_token_id=101, forced_bos_token_id=None, forced_eos_token_id=None,
         )  # fmt: skip
-        model = BartForConditionalGeneration(config).eval()
+        model = BartForConditionalGeneration(config).to(device).eval()
 
         def run(beams):
             hf = HFConfig(
@@ -83,7 +84,7 @@ def _torch_runner(peer: str, args, sources):
 
     from alicemind.core.generation import GenerationConfig, generate
 
-    model = _palm(args)
+    model = _palm(args).to(device)
     if peer.startswith("ours-int8"):
         from alicemind.core.ops.int8 import quantize_linear_weights
 
@@ -105,7 +106,7 @@ def _ct2_runner(peer: str, args, sources):
     import ctranslate2
 
     translator = ctranslate2.Translator(
-        args.ct2_model, device="cpu", inter_threads=1, intra_threads=args.threads,
+        args.ct2_model, device=args.device, inter_threads=1, intra_threads=args.threads,
         compute_type="int8" if peer == "ct2-int8" else "float32",
     )  # fmt: skip
     tokens = [[str(t) for t in row] for row in sources]
@@ -175,7 +176,8 @@ def _prepare(args, work: Path) -> None:
 def _spawn(peer: str, args, work: Path) -> subprocess.Popen:
     python = args.ct2_python if peer.startswith("ct2") else sys.executable
     cmd = [python, __file__, "--worker", "--peer", peer, "--sources", str(work / "sources.json"),
-           "--new", str(args.new), "--threads", str(args.threads), "--ct2-model", args.ct2_model]  # fmt: skip
+           "--new", str(args.new), "--threads", str(args.threads), "--ct2-model", args.ct2_model,
+           "--device", args.device]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
 
@@ -205,6 +207,7 @@ def main() -> None:
     p.add_argument("--src", type=int, default=64)
     p.add_argument("--new", type=int, default=32)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cuda: our int8 peers are CPU-only")
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, from {','.join(MODES)}")
     p.add_argument("--gap", type=float, default=0.5, help="seconds between calls (lets OpenMP threads go idle)")
@@ -222,6 +225,8 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     _prepare(args, work)
     peers = args.peers.split(",")
+    if args.device == "cuda" and any(peer.startswith("ours-int8") for peer in peers):
+        p.error("the ours-int8 peers run on CPU only (torch's quantized engine); leave them out with --device cuda")
     load_start = os.getloadavg()
     procs, ready = {}, {}
     for peer in peers:  # one warm-up (compilation) at a time: together they would slow each other for minutes
@@ -253,7 +258,8 @@ def report(args, peers, ready, seconds, peaks, loads) -> None:
     versions = _versions(args.ct2_python)
     lines = [
         f"torch {versions['torch']}, transformers {versions['transformers']}, ctranslate2 {versions['ctranslate2']}; "
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.threads} threads per peer.",
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.threads} threads per peer"
+        + (f"; device {args.device}." if args.device != "cpu" else "."),
         f"Batch {args.batch}, source {args.src}, exactly {args.new} new tokens; {args.rounds} rounds, peers "
         f"alternated (order rotated each round), each in its own process; median tokens/s (min-max).",
         f"Load average at start {', '.join(f'{x:.2f}' for x in loads[0])}; at end "
