@@ -275,3 +275,34 @@ def test_tensorboard_scalars(tmp_path) -> None:
     assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3]
     logged = [json.loads(line)["loss"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()[:3]]
     assert [e.value for e in events.Scalars("train/loss")] == pytest.approx(logged)
+
+
+def test_compiled_training_step_equals_eager_and_saves_plain_keys(tmp_path) -> None:
+    # TrainingConfig(compile=...): the step runs through torch.compile and learns what the eager loop learns.
+    runs = {}
+    for compile_ in (False, "aot_eager"):
+        out = tmp_path / str(compile_)
+        torch._dynamo.reset()
+        torch._dynamo.utils.counters.clear()
+        trainer = Trainer(_model(), _config(compile=compile_, output_dir=str(out)),
+                          DataLoader(Blobs(), batch_size=8, shuffle=True))  # fmt: skip
+        state = trainer.train()
+        runs[compile_] = ([r["loss"] for r in state.log_history], trainer.model, out)
+        graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+        assert graphs == (1 if compile_ else 0)  # the compiled run traced its step once, the eager one never
+    torch._dynamo.reset()
+    eager_losses, eager_model, _ = runs[False]
+    compiled_losses, compiled_model, out = runs["aot_eager"]
+    assert compiled_losses == pytest.approx(eager_losses, abs=1e-6)
+    for a, b in zip(eager_model.parameters(), compiled_model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+    checkpoint = sorted(out.glob("checkpoint-*"))[-1] / "model.safetensors"
+    fresh = _model(seed=1)
+    load_model_weights(fresh, checkpoint)  # strict: no torch.compile "_orig_mod." prefix in the keys
+    for a, b in zip(fresh.parameters(), compiled_model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+def test_an_unknown_compile_backend_is_refused() -> None:
+    with pytest.raises(ValueError, match="is not a torch.compile backend"):
+        TrainingConfig(max_steps=1, compile="inductorr")

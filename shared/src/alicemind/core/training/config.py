@@ -12,7 +12,7 @@ _PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # Fields that do not change the trained weights: left out of a run's identity.
 _NOT_RESULTS = (
     "output_dir", "device", "log_every", "eval_every", "save_every", "keep_last_n", "metric_for_best",
-    "greater_is_better", "tensorboard", "progress_bar", "resume", "overwrite", "keep_final_checkpoint",
+    "greater_is_better", "tensorboard", "progress_bar", "resume", "overwrite", "keep_final_checkpoint", "compile",
 )  # fmt: skip
 
 
@@ -29,7 +29,9 @@ class TrainingConfig:
     Step intervals (log/eval) of 0 or None are off; the last step is always logged and evaluated (with an
     ``eval_fn``). ``save_every``: None checkpoints the last step only, 0 writes no checkpoints at all, N every N
     steps and the last. ``keep_final_checkpoint=False`` lets :meth:`Trainer.finalize` drop the last checkpoint
-    once the family has written its model folder.
+    once the family has written its model folder. ``compile=True`` runs each training forward and its backward
+    through ``torch.compile`` (inductor; a string names another backend, e.g. ``"aot_eager"``); checkpoints and
+    ``eval_fn`` keep the plain module, and the optimizer stays torch's fused kernel.
     """
 
     output_dir: str | None = None
@@ -49,6 +51,7 @@ class TrainingConfig:
     max_grad_norm: float | None = 1.0
     precision: str = "auto"
     device: str | None = None
+    compile: bool | str = False
     seed: int = 42
     log_every: int = 10
     eval_every: int | None = None
@@ -75,6 +78,12 @@ class TrainingConfig:
             )
         if self.warmup_ratio is not None and self.warmup_steps is not None:
             raise ValueError("TrainingConfig: give warmup_steps or warmup_ratio, not both")
+        if isinstance(self.compile, str):
+            from torch._dynamo import list_backends
+
+            backends = list_backends(exclude_tags=())
+            if self.compile not in backends:
+                raise ValueError(f"TrainingConfig: compile={self.compile!r} is not a torch.compile backend: {backends}")
         if self.precision not in _PRECISIONS:
             raise ValueError(f"TrainingConfig: precision must be one of {_PRECISIONS}, got {self.precision!r}")
         if self.keep_last_n is not None and self.keep_last_n < 1:

@@ -117,6 +117,10 @@ class Trainer:
             if self.dist.world_size > 1:
                 device_ids = [self.device] if self.device.type == "cuda" else None
                 self.wrapped_model = DistributedDataParallel(self.model, device_ids=device_ids)
+        self._step_model = self.wrapped_model  # what a training step calls: compiled, with compile set
+        if config.compile:
+            backend = config.compile if isinstance(config.compile, str) else "inductor"
+            self._step_model = torch.compile(self.wrapped_model, backend=backend)
         data_ranks = strategy.data_info(self.dist) if strategy is not None else self.dist
         self.train_dataloader = shard_for_ranks(train_dataloader, data_ranks, config.seed)
         self._data_world_size = data_ranks.world_size  # what the data order depends on
@@ -360,9 +364,9 @@ class Trainer:
         with self.wrapped_model.no_sync() if no_sync else contextlib.nullcontext(), step_context:
             with autocast(self.device, self.autocast_dtype):
                 if self.compute_loss is not None:
-                    outputs = self.compute_loss(self.wrapped_model, batch)
+                    outputs = self.compute_loss(self._step_model, batch)
                 else:
-                    outputs = self.wrapped_model(**batch)
+                    outputs = self._step_model(**batch)
                 loss, metrics = split_outputs(outputs)
                 for cb in self.callbacks:
                     extra = cb.extra_loss(self, batch, outputs)
