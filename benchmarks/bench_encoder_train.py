@@ -1,4 +1,5 @@
-"""Encoder training step: StructBERT padded and padding-free (``padding_free=True``) against transformers' eager
+"""Encoder training step: StructBERT padded, padding-free (``padding_free=True``) and compiled (padded, through
+``torch.compile`` as ``TrainingConfig(compile=True)`` runs it) against transformers' eager
 ``BertForSequenceClassification``, on full and ragged batches.
 
 The same classifier weights (ours saved, loaded by transformers), dropout 0 so no mode draws random masks and the
@@ -26,7 +27,7 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
-MODES = ("hf-eager", "padded", "padding-free")
+MODES = ("hf-eager", "padded", "padding-free", "compiled")
 SCENARIOS = ("full", "ragged")
 
 
@@ -74,13 +75,14 @@ def worker(args) -> dict:
         model = StructBertForSequenceClassification.from_pretrained(args.ckpt, padding_free=args.mode == "padding-free")
     model = model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    step_model = torch.compile(model) if args.mode == "compiled" else model  # as TrainingConfig(compile=True)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     batches = [tuple(t.to(device) for t in b) for b in _batches(args, torch)]
     times, losses = [], []
     for i, (ids, mask, labels) in enumerate(batches):
         sync()
         start = time.perf_counter()
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss = step_model(input_ids=ids, attention_mask=mask, labels=labels).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -150,7 +152,7 @@ def _table(args, runs, torch_version: str) -> str:
     device = "CUDA" if args.device == "cuda" else f"CPU ({platform.processor() or platform.machine()}"
     device += "" if args.device == "cuda" else f", {args.threads} threads)"
     lines = [
-        "# Encoder training step: ours (padded, padding-free) vs transformers eager (StructBERT classifier)",
+        "# Encoder training step: ours (padded, padding-free, compiled) vs transformers eager (StructBERT classifier)",
         "",
         f"{device}, torch {torch_version}, transformers {transformers.__version__}. Load average at the end: "
         f"{os.getloadavg()[0]:.1f}. Config: {args.layers} layers, hidden {args.hidden}, batch {args.batch} x "
