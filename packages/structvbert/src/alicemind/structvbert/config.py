@@ -39,6 +39,7 @@ class StructVBertConfig(ModelConfig):
     max_objects: int = 100
     max_text_length: int = 20  # the original's MAX_VQA_LENGTH
     embedding_padding_idx: bool = True
+    padding_free: bool = False  # pack the real tokens and regions through the stack (same outputs, no work on padding)
     num_object_labels: int = 1600  # Visual Genome object classes of the detector
     num_attribute_labels: int = 400
     answers: list[str] | None = None

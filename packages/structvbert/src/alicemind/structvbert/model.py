@@ -102,7 +102,7 @@ class StructVBertModel(StructVBertPreTrainedModel):
             layer_norm_eps=c.layer_norm_eps, dropout=c.hidden_dropout_prob,
             attention_dropout=c.attention_probs_dropout_prob,
         )  # fmt: skip
-        self.encoder = TransformerStack(spec, c.num_hidden_layers)
+        self.encoder = TransformerStack(spec, c.num_hidden_layers, padding_free=c.padding_free)
         self.pooler = Pooler(c.hidden_size)
         self.init_weights()
 
@@ -235,11 +235,23 @@ class RegionHead(nn.Module):
         return {k: decoder(x) for k, decoder in self.decoder_dict.items()}
 
 
-def _masked_ce(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    loss = F.cross_entropy(logits.float().flatten(0, -2), labels.flatten(), ignore_index=-100)
-    valid = labels != -100
-    acc = (logits.argmax(-1)[valid] == labels[valid]).float().mean() if bool(valid.any()) else loss.new_zeros(())
-    return loss, acc
+def _masked_mean(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` where ``valid`` (same shape), 0 where nothing is valid."""
+    weights = valid.to(values.dtype)
+    return (values * weights).sum() / weights.sum().clamp_min(1.0)
+
+
+def _masked_ce(
+    logits: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """CE and accuracy over the rows with a label (not -100, and ``valid`` where given); both 0 over no row.
+
+    Every row is scored and the others masked out, never selected or branched on, so under torch.compile
+    neither a shape nor a decision depends on the data (the mean over valid rows is the same number)."""
+    valid = labels != -100 if valid is None else valid & (labels != -100)
+    target = labels.clamp_min(0)
+    per = F.cross_entropy(logits.float().flatten(0, -2), target.flatten(), reduction="none").view(labels.shape)
+    return _masked_mean(per, valid), _masked_mean((logits.argmax(-1) == target).float(), valid)
 
 
 class StructVBertForPreTraining(StructVBertPreTrainedModel):
@@ -272,25 +284,31 @@ class StructVBertForPreTraining(StructVBertPreTrainedModel):
         enc = self.bert(input_ids, **_encoder_inputs(kwargs))
         losses: dict[str, torch.Tensor] = {}
         metrics: dict[str, torch.Tensor] = {}
-        if mlm_labels is not None and bool((mlm_labels != -100).any()):
-            chosen = mlm_labels != -100
+        # Which losses run is decided by which labels the batch carries (the collator's choice, static per stage);
+        # a loss over no item (nothing masked, no question) is 0 rather than skipped after reading the data.
+        if mlm_labels is not None:
+            chosen = mlm_labels != -100  # project only the predicted tokens through the vocabulary
             losses["mlm"], metrics["mlm_acc"] = _masked_ce(
                 self.cls_predictions(enc.last_hidden_state[chosen]), mlm_labels[chosen]
             )
-        if region_mask is not None and bool(region_mask.any()):
-            outputs = self.obj_predict_head(enc.visual_hidden_state[region_mask.bool()])
+        if region_mask is not None:
+            masked = region_mask.bool()
+            outputs = self.obj_predict_head(enc.visual_hidden_state)  # every region, the unmasked ones masked out
             if region_targets is not None:
-                losses["feat"] = F.smooth_l1_loss(outputs["feat"].float(), region_targets[region_mask.bool()].float())
+                per = F.smooth_l1_loss(outputs["feat"].float(), region_targets.float(), reduction="none").mean(-1)
+                losses["feat"] = _masked_mean(per, masked)
             for name, labels in (("obj", obj_labels), ("attr", attr_labels)):
-                if labels is not None and bool((labels[region_mask.bool()] != -100).any()):
-                    losses[name], metrics[f"{name}_acc"] = _masked_ce(outputs[name], labels[region_mask.bool()])
+                if labels is not None:
+                    losses[name], metrics[f"{name}_acc"] = _masked_ce(outputs[name], labels, masked)
         if matched_labels is not None:
             losses["itm"], metrics["itm_acc"] = _masked_ce(self.cls_seq_relationship(enc.pooler_output), matched_labels)
         if answer_labels is not None and self.answer_head is not None:
             has_question = answer_labels[:, 0] >= 0
-            if bool(has_question.any()):
-                losses["qa"] = soft_score_loss(self.answer_head(enc.pooler_output[has_question]),
-                                               answer_labels[has_question])  # fmt: skip
+            # soft_score_loss per pair: the BCE summed over answers (its mean times the answer count).
+            per = F.binary_cross_entropy_with_logits(
+                self.answer_head(enc.pooler_output).float(), answer_labels.float(), reduction="none"
+            ).sum(-1)
+            losses["qa"] = _masked_mean(per, has_question)
         if not losses:
             return TaskOutput(None, enc)
         metrics.update({f"{k}_loss": v.detach() for k, v in losses.items()})
