@@ -51,6 +51,9 @@ class MPlugConfig(ModelConfig):
     bos_token_id: int = 101  # [CLS]
     eos_token_id: int = 102  # [SEP]
     mask_token_id: int = 103
+    # The text encoder runs its linear layers and FFN on packed real tokens only (same outputs, less work on
+    # padded batches); the causal decoder and the fusion layers always run padded.
+    padding_free: bool = False
 
     def vision_config(self) -> VisionConfig:
         """The CLIP tower at this model's image size (without CLIP's projection: mPLUG never uses it)."""

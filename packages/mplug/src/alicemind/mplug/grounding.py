@@ -50,6 +50,10 @@ class MPlugForGrounding(MPlugPreTrainedModel):
             raise ValueError(f"expected {GROUNDING_BINS} bin token ids, got {len(bin_token_ids)}")
         self.prefix_token_id = prefix_token_id
         self.bin_token_ids = torch.tensor(bin_token_ids)
+        # vocabulary id -> bin index (-1 elsewhere), built once here: sizing it in the forward from the largest
+        # id would read a tensor value on the host, which breaks a compiled graph.
+        self.bin_lookup = torch.full((int(self.bin_token_ids.max()) + 1,), -1, dtype=torch.long)
+        self.bin_lookup[self.bin_token_ids] = torch.arange(GROUNDING_BINS)
 
     def _masked(self, logits: torch.Tensor) -> torch.Tensor:
         allowed = torch.full_like(logits, float("-inf"))
@@ -79,9 +83,7 @@ class MPlugForGrounding(MPlugPreTrainedModel):
 
     def _bin_index(self, token_ids: torch.Tensor) -> torch.Tensor:
         """Vocabulary ids of bin tokens -> their bin indices (0..336)."""
-        lookup = torch.full((int(self.bin_token_ids.max()) + 1,), -1, dtype=torch.long, device=token_ids.device)
-        lookup[self.bin_token_ids.to(token_ids.device)] = torch.arange(GROUNDING_BINS, device=token_ids.device)
-        return lookup[token_ids]
+        return self.bin_lookup.to(token_ids.device)[token_ids]
 
     @torch.no_grad()
     def predict_bins(self, pixel_values, text_ids, text_mask) -> torch.Tensor:

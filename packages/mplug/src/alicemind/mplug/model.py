@@ -191,7 +191,10 @@ class MPlugForVQA(MPlugPreTrainedModel):
         """``answers_per_question`` ``[B]`` says how many consecutive answer rows belong to each question."""
         states, mask = self.fuse(pixel_values, question_ids, question_mask)
         repeat = torch.as_tensor(answers_per_question, device=states.device)
-        states, mask = states.repeat_interleave(repeat, 0), mask.repeat_interleave(repeat, 0)
+        # The answer rows are the repeated size: stating it keeps the shape static (no data-dependent size).
+        rows = answer_ids.shape[0]
+        states = states.repeat_interleave(repeat, 0, output_size=rows)
+        mask = mask.repeat_interleave(repeat, 0, output_size=rows)
         logits = self.text_decoder(answer_ids, answer_mask, states, mask)
         per_row = sequence_loss(logits, answer_ids, answer_mask)
         loss = (answer_weights * per_row).sum() / pixel_values.shape[0]

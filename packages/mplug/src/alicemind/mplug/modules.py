@@ -42,7 +42,9 @@ class BertStack(nn.Module):
             layer_norm_eps=config.layer_norm_eps,
             dropout=config.hidden_dropout_prob,
         )
-        self.encoder = TransformerStack(block_spec(config, cross=cross), num_layers)
+        # The cross-attending stack is the causal decoder, which core's stack never packs: only the text encoder does.
+        packed = config.padding_free and not cross
+        self.encoder = TransformerStack(block_spec(config, cross=cross), num_layers, padding_free=packed)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.encoder(self.embeddings(input_ids), padding_mask=attention_mask).last_hidden_state

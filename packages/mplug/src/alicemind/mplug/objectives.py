@@ -171,8 +171,12 @@ class MPlugForPreTraining(ContrastiveMixin):
         alpha: float | None = None,
         tasks: tuple[str, ...] = ("itc", "itm", "mlm", "prefix"),
         generator: torch.Generator | None = None,
+        prefix_split: torch.Tensor | int | None = None,
     ) -> MPlugOutput:
-        """Sum of the selected objectives' losses; ``input_ids`` are ``[CLS] caption [SEP]`` rows."""
+        """Sum of the selected objectives' losses; ``input_ids`` are ``[CLS] caption [SEP]`` rows.
+
+        ``prefix_split``: PrefixLM's split point, drawn here when None (see :meth:`prefix_loss`); give it as a
+        tensor to compile the step as one graph."""
         alpha = self.config.alpha if alpha is None else alpha
         image, image_mask = self.encode_image(pixel_values)
         losses: dict[str, torch.Tensor] = {}
@@ -192,23 +196,45 @@ class MPlugForPreTraining(ContrastiveMixin):
             logits = self.mlm_head(fused)
             losses["mlm"] = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten().to(logits.device))
         if "prefix" in tasks:
-            losses["prefix"] = self.prefix_loss(image, image_mask, input_ids, attention_mask, generator)
+            losses["prefix"] = self.prefix_loss(image, image_mask, input_ids, attention_mask, generator, prefix_split)
         total = sum(losses.values())
         return MPlugOutput(total, {k: v.detach() for k, v in losses.items()})
 
-    def prefix_loss(self, image, image_mask, input_ids, attention_mask, generator=None) -> torch.Tensor:
-        """PrefixLM: the first part of the caption is encoded and fused with the image; the decoder writes the rest
-        (``[CLS]`` + continuation). One split point per batch keeps the rows rectangular."""
-        shortest = int(attention_mask.sum(1).min())
-        if shortest < 4:  # [CLS] w [SEP]: nothing to split
-            return image.new_zeros(())
-        split = int(torch.randint(2, shortest - 1, (1,), generator=generator))
-        prefix_ids, prefix_mask = input_ids[:, :split], attention_mask[:, :split]
+    def prefix_loss(
+        self, image, image_mask, input_ids, attention_mask, generator=None, split: torch.Tensor | int | None = None
+    ) -> torch.Tensor:
+        """PrefixLM: the first ``split`` tokens of the caption are encoded and fused with the image; the decoder
+        writes the rest (``[CLS]`` + continuation). One split point per batch; ``None`` draws it uniformly from
+        ``2 .. shortest row - 2`` (0 when the shortest row is under 4 tokens: [CLS] w [SEP], nothing to split).
+
+        Drawing reads the row lengths on the host and slicing at a host ``int`` makes the split a shape, so a
+        compiled training step is given ``split`` as a 0-d tensor instead: then every tensor keeps the batch's width
+        ``L`` (the prefix is the caption masked from the split on, the target is gathered to the left and padded),
+        the split is a value, and one graph serves every split. Masked positions change no real output, so both
+        ways give the same loss."""
+        if split is None:
+            shortest = int(attention_mask.sum(1).min())
+            if shortest < 4:
+                return image.new_zeros(())
+            split = int(torch.randint(2, shortest - 1, (1,), generator=generator))
+        if isinstance(split, int):
+            prefix_ids, prefix_mask = input_ids[:, :split], attention_mask[:, :split]
+            target = torch.cat([input_ids[:, :1], input_ids[:, split:]], 1)
+            target_mask = torch.cat([attention_mask[:, :1], attention_mask[:, split:]], 1)
+        else:
+            width = input_ids.shape[1]
+            positions = torch.arange(width, device=input_ids.device)
+            split = split.to(input_ids.device)
+            prefix_ids, prefix_mask = input_ids, attention_mask * (positions < split).to(attention_mask.dtype)
+            # target[:, 0] = [CLS], target[:, j] = input_ids[:, split + j - 1]; past the row's end: padding.
+            source = torch.where(positions == 0, 0, split - 1 + positions)
+            inside = source < width
+            source = source.clamp(max=width - 1).expand_as(input_ids)
+            target_mask = attention_mask.gather(1, source) * inside.to(attention_mask.dtype)
+            target = input_ids.gather(1, source).masked_fill(target_mask == 0, self.config.pad_token_id)
         text = self.encode_text(prefix_ids, prefix_mask)
         image_states, text = self.fusion_encoder(text, prefix_mask, image, image_mask)
         states = torch.cat([image_states, text], 1)
         states_mask = torch.cat([image_mask, prefix_mask.long()], 1)
-        target = torch.cat([input_ids[:, :1], input_ids[:, split:]], 1)
-        target_mask = torch.cat([attention_mask[:, :1], attention_mask[:, split:]], 1)
         logits = self.text_decoder(target, target_mask, states, states_mask)
         return sequence_loss(logits, target, target_mask).sum() / target_mask[:, 1:].sum().clamp(min=1)
