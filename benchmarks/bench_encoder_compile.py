@@ -23,7 +23,7 @@ from pathlib import Path
 from memory import reset_peak, status_mb  # benchmarks/memory.py (these files run as scripts)
 
 RESULTS = Path(__file__).parent / "results"
-IMPLS = ("hf-eager", "hf-compiled", "ort", "ours-eager", "ours-packed", "ours-compiled")
+IMPLS = ("hf-eager", "hf-compiled", "ort", "ours-eager", "ours-packed", "ours-compiled", "ours-compiled-packed")
 
 
 def _inputs(args, torch):
@@ -76,8 +76,8 @@ def _runner(args, torch, ids, mask):
         from alicemind.structbert import StructBertModel
 
         model = StructBertModel.from_pretrained(args.ckpt).to(device).eval()
-        model.encoder.padding_free = args.impl == "ours-packed"
-    if args.impl == "ours-compiled":
+        model.encoder.padding_free = args.impl.endswith("-packed")
+    if args.impl.startswith("ours-compiled"):
         from alicemind.core.ops import optimize_for_inference
 
         model = optimize_for_inference(model, report=None)
@@ -158,7 +158,7 @@ def main() -> None:
         for round_ in range(args.rounds):
             for scenario in ("full", "ragged"):
                 for impl in impls:
-                    if scenario == "full" and impl == "ours-packed":
+                    if scenario == "full" and impl.endswith("-packed"):
                         continue  # nothing to unpad
                     cmd = [sys.executable, __file__, "--worker", "--impl", impl, "--scenario", scenario,
                            "--ckpt", ckpt, *sys.argv[1:]]  # fmt: skip
