@@ -20,14 +20,6 @@ from alicemind.core.ops import InferenceModel
 from alicemind.core.ops.compiling import DEFAULT_BUCKETS
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _parse(*argv):
     parser = argparse.ArgumentParser()
     add_compile_arguments(parser)

@@ -11,14 +11,6 @@ from alicemind.core.layers import BlockSpec, StaticKVCache, TransformerStack
 from alicemind.core.ops.inference import InferenceModel
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _decoder() -> TransformerStack:
     torch.manual_seed(0)
     spec = BlockSpec(hidden_size=32, num_heads=4, intermediate_size=64, norm_first=True, dropout=0.0,

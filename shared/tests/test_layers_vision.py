@@ -18,14 +18,6 @@ from alicemind.core.layers.vision import resize_position_embeddings
 TINY = dict(image_size=32, patch_size=8, width=32, layers=2, heads=4, output_dim=16)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def hf_config() -> CLIPVisionConfig:
     return CLIPVisionConfig(
         hidden_size=32, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, image_size=32,

@@ -9,14 +9,6 @@ from alicemind.core.layers import BlockSpec, TransformerStack
 from alicemind.core.ops.compiling import bucket_length, pad_to_bucket, trace_calls
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _spec(**kw) -> BlockSpec:
     return BlockSpec(32, 2, 64, dropout=0.0, attention_dropout=0.0, **kw)
 

@@ -3,21 +3,12 @@ reports its start-up cost, and leaves the model's other attributes reachable."""
 
 from __future__ import annotations
 
-import pytest
 import torch
 from torch import nn
 
 from alicemind.core.layers import BlockSpec, TextEmbeddings, TransformerStack
 from alicemind.core.ops import optimize_for_inference
 from alicemind.core.ops.compiling import pad_to_bucket
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class TinyEncoder(nn.Module):

@@ -6,21 +6,12 @@ from __future__ import annotations
 
 import copy
 
-import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from alicemind.core.layers import BlockSpec, TransformerStack
 from alicemind.core.ops.int8 import Int8Linear, quantize_linear_weights
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _activation_step(x: torch.Tensor) -> torch.Tensor:

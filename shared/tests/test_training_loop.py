@@ -15,15 +15,6 @@ from alicemind.core.training import Trainer, TrainerCallback, TrainingConfig, mo
 from alicemind.core.training.checkpoint import load_model_weights
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread, and far faster than two on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class Blobs(Dataset):
     """Two Gaussian blobs in 4-D: class = sign of the first coordinate, plus a regression target."""
 

@@ -26,14 +26,6 @@ from alicemind.core.training import checkpoint as ckpt
 from alicemind.core.training.run_manifest import sha256_file, sha256_tree
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class Data(Dataset):
     def __init__(self, n: int = 32) -> None:
         g = torch.Generator().manual_seed(1)

@@ -15,14 +15,6 @@ from alicemind.core.training import Trainer, TrainingConfig
 from alicemind.core.training.sharded import ShardedStrategy
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class _Data(Dataset):
     def __init__(self, n: int = 32) -> None:
         g = torch.Generator().manual_seed(0)

@@ -15,6 +15,16 @@ from alicemind.palm.model import PalmForConditionalGeneration
 # with the same file name (test_cli.py) never collide.
 sys.path.insert(0, str(Path(__file__).parent))
 
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, and far faster than two on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 ARCHS = {
     "sofa-zh": dict(preset="palm.ch.tiny"),
     "presumm-en": dict(preset="palm.en.tiny"),

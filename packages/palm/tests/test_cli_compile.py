@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 import alicemind.core.ops as core_ops
@@ -12,14 +11,6 @@ from alicemind.core.cli import main
 from alicemind.palm import PalmForConditionalGeneration
 
 CHARS = "天气今明后晴雨多云风大小温度高低北京上海"
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_generate_with_compile_writes_the_eager_outputs(tmp_path, make_config, monkeypatch, capsys):

@@ -11,14 +11,6 @@ from alicemind.core.ops.compiling import trace_calls
 ARCHS = ["sofa-zh", "presumm-en", "presumm-en-pgen"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _sources(vocab: int):
     """Three [2, 7] source batches of one bucket: two ragged, then a full one."""
     out = []

@@ -3,19 +3,10 @@ keeps its fp32 table, logits stay within 2% of fp32, and greedy decoding runs th
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from alicemind.core.generation import GenerationConfig, generate
 from alicemind.core.ops.int8 import Int8Linear, quantize_linear_weights
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_int8_quantises_the_tied_projection_and_keeps_logits_close(arch, make_model, make_source):

@@ -16,14 +16,6 @@ from alicemind.core.interop.onnx_seq2seq import greedy_decode_onnx
 from alicemind.palm import PalmConfig, PalmForConditionalGeneration
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny(preset: str, **fields) -> PalmForConditionalGeneration:
     torch.manual_seed(0)
     model = PalmForConditionalGeneration(PalmConfig.from_preset(preset, **fields)).eval()

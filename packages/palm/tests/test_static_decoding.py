@@ -10,14 +10,6 @@ from alicemind.core.generation import GenerationConfig, generate
 from alicemind.core.ops.compiling import trace_calls
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _both(model, ids, mask, config, seed: int | None = None):
     """(dynamic, static) outputs of the same generate call; sampling draws from a generator seeded ``seed``."""
     out = []
