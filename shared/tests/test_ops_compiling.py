@@ -109,3 +109,15 @@ def test_pad_to_bucket_keeps_outputs_at_the_real_positions():
     torch.testing.assert_close(got[mask], want[mask], atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="attention mask"):
         pad_to_bucket({"x": x}, (16,), mask_key="mask")
+
+
+def test_assert_training_traces_like_eager_passes_a_clean_loss_and_refuses_one_that_reaches_no_weights():
+    from alicemind.core.ops.compiling import assert_training_traces_like_eager
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(*[torch.nn.Linear(4, 4) for _ in range(6)])
+    calls = [(torch.randn(3, 4),) for _ in range(3)]
+    assert_training_traces_like_eager(model, lambda x: model(x).square().mean(), calls)
+    model.zero_grad(set_to_none=True)
+    with pytest.raises(AssertionError):  # only the last layer gets gradients: 2 tensors, not more than 10
+        assert_training_traces_like_eager(model, lambda x: model[-1](x).square().mean(), calls)

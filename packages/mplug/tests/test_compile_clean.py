@@ -28,14 +28,6 @@ QUIET = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 B, T = 3, 8
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _batches(vocab: int = 120):
     """Three batches of one shape (pixels [3, 3, 32, 32], text [3, 8]): two ragged, then a full one."""
     out = []

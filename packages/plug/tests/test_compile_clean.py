@@ -9,7 +9,7 @@ import pytest
 import torch
 from plug_testing import tiny_config
 
-from alicemind.core.ops.compiling import trace_calls
+from alicemind.core.ops.compiling import assert_training_traces_like_eager, trace_calls
 from alicemind.plug import PlugForConditionalGeneration, PlugForSequenceClassification
 
 NO_DROPOUT = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
@@ -26,21 +26,6 @@ def _sources(vocab: int):
             mask[2, 7:] = 0
         out.append((ids.masked_fill(mask == 0, 0), mask))
     return out
-
-
-def _assert_loss_and_grads_equal_eager(model, loss, calls):
-    trace = trace_calls(loss, calls, backend="aot_eager")
-    sum(trace.outputs).backward()
-    compiled = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-    model.zero_grad(set_to_none=True)
-    eager = [loss(*c) for c in calls]
-    sum(eager).backward()
-    assert trace.graphs == 1
-    torch.testing.assert_close(torch.stack(trace.outputs), torch.stack(eager), atol=1e-5, rtol=1e-5)
-    grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
-    assert compiled.keys() == grads.keys() and len(grads) > 10
-    for name, want in grads.items():
-        torch.testing.assert_close(compiled[name], want, atol=1e-5, rtol=1e-4, msg=name)
 
 
 @pytest.mark.parametrize("padding_free", [False, True])
@@ -69,7 +54,7 @@ def test_generation_training_loss_traces_once_with_its_backward(padding_free):
     def loss(i, m, y):
         return model(i, attention_mask=m, labels=y).loss
 
-    _assert_loss_and_grads_equal_eager(model, loss, calls)
+    assert_training_traces_like_eager(model, loss, calls)
 
 
 def test_decode_steps_trace_the_prompt_once_and_all_later_steps_once():
@@ -101,7 +86,7 @@ def test_classifier_eval_and_training_loss_trace_once(padding_free):
     for got, want in zip(trace.outputs, eager, strict=True):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     model.train()
-    _assert_loss_and_grads_equal_eager(model, lambda i, m, y: model(i, attention_mask=m, labels=y).loss, calls)
+    assert_training_traces_like_eager(model, lambda i, m, y: model(i, attention_mask=m, labels=y).loss, calls)
 
 
 def test_padding_free_outputs_equal_the_padded_ones_at_real_positions():

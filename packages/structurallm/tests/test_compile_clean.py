@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from alicemind.core.ops.compiling import trace_calls
+from alicemind.core.ops.compiling import assert_training_traces_like_eager, trace_calls
 from alicemind.structurallm import (
     StructuralLMConfig,
     StructuralLMForPreTraining,
@@ -147,18 +147,7 @@ def test_training_loss_traces_once_with_its_backward(head, padding_free):
     def loss(*args):
         return forward(model, args).loss
 
-    trace = trace_calls(loss, calls, backend="aot_eager")
-    sum(trace.outputs).backward()
-    compiled = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-    model.zero_grad(set_to_none=True)
-    eager = [loss(*c) for c in calls]
-    sum(eager).backward()
-    assert trace.graphs == 1
-    torch.testing.assert_close(torch.stack(trace.outputs), torch.stack(eager), atol=1e-5, rtol=1e-5)
-    grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
-    assert compiled.keys() == grads.keys() and len(grads) > 10
-    for name, got in compiled.items():
-        torch.testing.assert_close(got, grads[name], atol=1e-5, rtol=1e-4, msg=name)
+    assert_training_traces_like_eager(model, loss, calls)
 
 
 def test_pretraining_metrics_trace_once_and_a_batch_without_cpc_tokens_adds_no_cpc_loss():

@@ -8,7 +8,7 @@ import pytest
 import torch
 from structvbert_testing import tiny_config
 
-from alicemind.core.ops.compiling import trace_calls
+from alicemind.core.ops.compiling import assert_training_traces_like_eager, trace_calls
 from alicemind.structvbert import StructVBertForNLVR2, StructVBertForPreTraining, StructVBertForVQA, StructVBertModel
 
 BATCH, LENGTH, REGIONS, FEAT = 3, 8, 4, 16
@@ -102,22 +102,6 @@ def test_encoder_traces_once_and_padding_free_equals_padded(regions, padding_fre
         _assert_real_equal(want, ref, call)
 
 
-def _compare_losses_and_gradients(model, loss, calls):
-    """The compiled losses (aot_eager, one graph) and every parameter's gradient equal eager's."""
-    trace = trace_calls(loss, calls, backend="aot_eager")
-    sum(trace.outputs).backward()
-    compiled = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-    model.zero_grad(set_to_none=True)
-    eager = [loss(*c) for c in calls]
-    sum(eager).backward()
-    assert trace.graphs == 1
-    torch.testing.assert_close(torch.stack(trace.outputs), torch.stack(eager), atol=1e-5, rtol=1e-5)
-    grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
-    assert compiled.keys() == grads.keys() and len(grads) > 10
-    for name, got in compiled.items():
-        torch.testing.assert_close(got, grads[name], atol=1e-5, rtol=1e-4, msg=name)
-
-
 @pytest.mark.parametrize("padding_free", [False, True])
 def test_vqa_logits_and_training_loss_trace_once(padding_free):
     torch.manual_seed(0)
@@ -134,7 +118,7 @@ def test_vqa_logits_and_training_loss_trace_once(padding_free):
         eager = [forward(*c[:6]).logits for c in calls]
     assert trace.graphs == 1
     torch.testing.assert_close(torch.stack(trace.outputs), torch.stack(eager), atol=1e-5, rtol=1e-5)
-    _compare_losses_and_gradients(model.train(), lambda *a: forward(*a).loss, calls)
+    assert_training_traces_like_eager(model.train(), lambda *a: forward(*a).loss, calls)
 
 
 def _pairs(b):
@@ -160,7 +144,7 @@ def test_nlvr2_logits_and_training_loss_trace_once(padding_free):
         eager = [forward(*c[:5]).logits for c in calls]
     assert trace.graphs == 1
     torch.testing.assert_close(torch.stack(trace.outputs), torch.stack(eager), atol=1e-5, rtol=1e-5)
-    _compare_losses_and_gradients(model.train(), lambda *a: forward(*a).loss, calls)
+    assert_training_traces_like_eager(model.train(), lambda *a: forward(*a).loss, calls)
 
 
 def _pretraining(model, *args, text_only=False):
@@ -177,7 +161,7 @@ def test_pretraining_loss_of_every_objective_traces_once_with_its_backward(paddi
     torch.manual_seed(0)
     model = StructVBertForPreTraining(_config(padding_free=padding_free)).train()
     calls = [(*_encoder_call(b), *(b[k] for k in PRETRAINING_LABELS)) for b in _batches()]
-    _compare_losses_and_gradients(model, lambda *a: _pretraining(model, *a).loss, calls)
+    assert_training_traces_like_eager(model, lambda *a: _pretraining(model, *a).loss, calls)
 
 
 @pytest.mark.parametrize("padding_free", [False, True])
@@ -185,7 +169,7 @@ def test_text_only_pretraining_stage_traces_once_with_its_backward(padding_free)
     torch.manual_seed(0)
     model = StructVBertForPreTraining(_config(padding_free=padding_free)).train()
     calls = [(b["input_ids"], b["attention_mask"], b["mlm_labels"]) for b in _batches()]
-    _compare_losses_and_gradients(model, lambda *a: _pretraining(model, *a, text_only=True).loss, calls)
+    assert_training_traces_like_eager(model, lambda *a: _pretraining(model, *a, text_only=True).loss, calls)
 
 
 def test_pretraining_metrics_trace_once_and_a_batch_with_nothing_to_predict_adds_0():

@@ -65,6 +65,26 @@ def trace_calls(
     return trace
 
 
+def assert_training_traces_like_eager(
+    model: torch.nn.Module, loss: Callable[..., torch.Tensor], calls: Sequence[Sequence[Any]], *, min_grads: int = 10
+) -> None:
+    """Check that ``loss`` (a training loss of ``model``) traces as one graph over ``calls`` with its backward
+    (aot_eager) and that the losses and every parameter's gradient equal eager's (1e-5; gradients rtol 1e-4).
+    At least ``min_grads`` parameters must get a gradient, so a loss that reaches no weights cannot pass."""
+    trace = trace_calls(loss, calls, backend="aot_eager")
+    sum(trace.outputs).backward()
+    compiled = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    eager = [loss(*c) for c in calls]
+    sum(eager).backward()
+    assert trace.graphs == 1, f"{trace.graphs} graphs for {len(eager)} calls of one shape"
+    torch.testing.assert_close(torch.stack(trace.outputs), torch.stack(eager), atol=1e-5, rtol=1e-5)
+    grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert compiled.keys() == grads.keys() and len(grads) > min_grads, sorted(set(compiled) ^ set(grads))
+    for name, got in compiled.items():
+        torch.testing.assert_close(got, grads[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
 def bucket_length(length: int, buckets: Sequence[int] = DEFAULT_BUCKETS) -> int:
     """The smallest bucket that holds ``length`` positions (a multiple of the largest one beyond it)."""
     if length < 1:
