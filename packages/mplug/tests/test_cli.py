@@ -12,6 +12,8 @@ from alicemind.core.checkpoint import load_state_dict_file as load_file
 from alicemind.core.cli import main
 from alicemind.mplug import MPlugForVQA
 
+COMPILE = ["--compile", "--compile-backend", "aot_eager"]  # tracing only: the test stays cheap
+
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
@@ -56,6 +58,18 @@ def test_finetune_evaluate_and_caption(workspace, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split("\t")[0] for line in lines] == [str(w / "0.png"), str(w / "1.png")]
     assert all(line.split("\t")[1].startswith("a ") for line in lines)
+    # --compile: the same captions and metrics; each compiled part's first shape is reported on stderr.
+    caption = ["mplug", "caption", str(w / "0.png"), str(w / "1.png"), "--model", str(model_dir), "--beams", "2"]
+    assert main([*caption, *COMPILE]) == 0
+    compiled = capsys.readouterr()
+    assert compiled.out.strip().splitlines() == lines
+    assert "compiled decode_step for a new input shape" in compiled.err and compiled.err.count("compiled forward") >= 1
+    rc = main([*evaluate[:-1], f"output_dir={w / 'eval_compiled'}", *COMPILE])
+    compiled = capsys.readouterr()
+    assert rc == 0, compiled.err
+    assert (
+        json.loads(compiled.out)["CIDEr"] == pytest.approx(metrics["CIDEr"]) and "compiled decode_step" in compiled.err
+    )
 
 
 def test_ask_convert_and_bad_image(workspace, tmp_path, capsys):
@@ -69,6 +83,10 @@ def test_ask_convert_and_bad_image(workspace, tmp_path, capsys):
                  "--beams", "2", "--max-tokens", "3"]) == 0  # fmt: skip
     out = capsys.readouterr().out  # an untrained model: one line of vocabulary words (maybe none)
     assert out.count("\n") == 1 and all(t in tokenizer().get_vocab() for t in out.split())
+    assert main(["mplug", "ask", str(workspace / "0.png"), "what color is the shape ?", "--model", str(tmp_path / "vqa"),
+                 "--beams", "2", "--max-tokens", "3", *COMPILE]) == 0  # fmt: skip
+    compiled = capsys.readouterr()
+    assert compiled.out == out and "compiled decode_step" in compiled.err
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     assert main(["mplug", "ask", str(bad), "what ?", "--model", str(tmp_path / "vqa")]) == 2

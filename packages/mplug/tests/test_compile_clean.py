@@ -22,7 +22,7 @@ from alicemind.mplug import (
     MPlugForRetrieval,
     MPlugForVQA,
 )
-from alicemind.mplug.modules import ConditionedDecoder, sequence_loss
+from alicemind.mplug.modules import ConditionedDecoder, DecoderSteps, sequence_loss
 
 QUIET = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 B, T = 3, 8
@@ -250,7 +250,7 @@ def test_decode_steps_trace_the_prompt_once_and_all_later_steps_once(task):
         else:  # the decoder reads the fused [image; question] with the question's padding
             model = MPlugForVQA(tiny_config()).eval()
             states, states_mask = model.fuse(pixels, ids, mask)
-        adapter = ConditionedDecoder(model.text_decoder, states, states_mask)
+        adapter = ConditionedDecoder(DecoderSteps(model.text_decoder), states, states_mask)
         steps = [torch.full((B, 2), 1)] + [torch.full((B, 1), 10 + i) for i in range(5)]
         cache = adapter.init_decoder_cache(states, states_mask, 10)
         eager = [adapter.decode_step(tokens, cache) for tokens in steps]
@@ -263,3 +263,20 @@ def test_decode_steps_trace_the_prompt_once_and_all_later_steps_once(task):
         tokens = torch.cat(steps, 1)
         full = model.text_decoder(tokens, torch.ones_like(tokens), states, states_mask)
         _close(F.log_softmax(trace.outputs[-1][:, -1], -1), F.log_softmax(full[:, -1], -1))
+
+
+def test_static_cache_decode_steps_are_one_graph_equal_to_the_dynamic_cache():
+    torch.manual_seed(0)
+    pixels, _, _ = _batches()[0]
+    model = MPlugForCaption(tiny_config()).eval()
+    with torch.no_grad():
+        states, states_mask = model.encode_image(pixels)
+        adapter = ConditionedDecoder(DecoderSteps(model.text_decoder), states, states_mask)
+        steps = [torch.full((B, 1), 10 + i) for i in range(6)]
+        cache = adapter.init_decoder_cache(states, states_mask, 8)
+        dynamic = [adapter.decode_step(tokens, cache) for tokens in steps]
+        cache = adapter.init_decoder_cache(states, states_mask, 8, static=True)
+        trace = trace_calls(adapter.decode_step, [(tokens, cache) for tokens in steps])
+    assert trace.graphs == 1 and int(cache.position) == 6
+    for got, want in zip(trace.outputs, dynamic, strict=True):
+        _close(got, want)

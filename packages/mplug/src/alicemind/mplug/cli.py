@@ -10,6 +10,7 @@ from pathlib import Path
 from alicemind.core.checkpoint import CheckpointError
 from alicemind.core.cli import CliError, add_recipe_arguments, add_run_arguments, recipe_from_args, run_recipe_from_args
 from alicemind.core.cli.checkpoints import add_download_arguments, fetch_released
+from alicemind.core.cli.compiling import add_compile_arguments, compile_scope, maybe_optimize
 
 TASK_CLASSES = {
     "caption": "MPlugForCaption",
@@ -79,7 +80,8 @@ def _load_for_inference(folder: str, task: str, prog: str):
         tokenizer = WordPieceTokenizer.from_pretrained(path)
     except (CheckpointError, ValueError, FileNotFoundError) as err:
         raise CliError(str(err), prog=prog) from None
-    return model, MPlugProcessor(tokenizer, model.config.image_size)
+    # --compile: the model compiles its own parts (encoders, fusion, decode steps) and stays itself.
+    return maybe_optimize(model), MPlugProcessor(tokenizer, model.config.image_size)
 
 
 def _images(processor, paths: list[str], prog: str):
@@ -197,7 +199,8 @@ def register(subparsers) -> None:
     )
     add_recipe_arguments(evaluate, package="mplug", example="coco-caption")
     evaluate.add_argument("--overwrite", action="store_true", help="replace output_dir/metrics.json if it exists")
-    evaluate.set_defaults(func=_evaluate)
+    add_compile_arguments(evaluate)
+    evaluate.set_defaults(func=compile_scope(_evaluate))
 
     reproduce = verbs.add_parser(
         "reproduce",
@@ -224,7 +227,8 @@ def register(subparsers) -> None:
     caption.add_argument("--beams", type=int, default=5, help="beam width (5)")
     caption.add_argument("--max-tokens", type=int, default=25, help="most generated tokens (25)")
     caption.add_argument("--min-tokens", type=int, default=0, help="fewest generated tokens before [SEP] (0)")
-    caption.set_defaults(func=_caption)
+    add_compile_arguments(caption)
+    caption.set_defaults(func=compile_scope(_caption))
 
     ask = verbs.add_parser(
         "ask",
@@ -236,7 +240,8 @@ def register(subparsers) -> None:
     ask.add_argument("--model", required=True, help="VQA model folder (ours, with its tokenizer)")
     ask.add_argument("--beams", type=int, default=5, help="beam width (5)")
     ask.add_argument("--max-tokens", type=int, default=10, help="most generated tokens (10)")
-    ask.set_defaults(func=_ask)
+    add_compile_arguments(ask)
+    ask.set_defaults(func=compile_scope(_ask))
 
 
 def main(argv=None) -> int:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import torch
 
 from alicemind.mplug.model import MPlugOutput, MPlugPreTrainedModel
-from alicemind.mplug.modules import ConditionedDecoder
 from alicemind.mplug.processor import GROUNDING_BINS
 
 
@@ -89,8 +88,8 @@ class MPlugForGrounding(MPlugPreTrainedModel):
     def predict_bins(self, pixel_values, text_ids, text_mask) -> torch.Tensor:
         """Greedy 4-token decode restricted to the bins (as released); returns bin indices ``[B, 4]``."""
         states, mask = self.fuse(pixel_values, text_ids, text_mask)
-        adapter = ConditionedDecoder(self.text_decoder, states, mask)
-        cache = adapter.init_decoder_cache(states, mask, 5)
+        adapter = self.decoding_adapter(states, mask)
+        cache = adapter.init_decoder_cache(states, mask, 5, static=adapter.prefers_static_cache)
         token = torch.full((states.shape[0], 1), self.prefix_token_id, device=states.device)
         out = []
         for _ in range(4):

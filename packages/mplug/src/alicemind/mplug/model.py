@@ -21,6 +21,7 @@ from alicemind.mplug.config import MPlugConfig
 from alicemind.mplug.modules import (
     BertStack,
     ConditionedDecoder,
+    DecoderSteps,
     FusionEncoder,
     TextDecoder,
     add_momentum_copies,
@@ -93,24 +94,51 @@ class MPlugPreTrainedModel(PreTrainedModel):
 
         return read_mplug_checkpoint(cls, path, **config_overrides)
 
+    # -- compiled inference -------------------------------------------------------------------------------------
+    def optimize_parts_for_inference(self, compile_part) -> None:
+        """Compile the encoders, the fusion and the decoder steps, each with ``compile_part`` (what
+        ``alicemind.core.ops.optimize_for_inference(model)`` hands over). The compiled parts run wherever this
+        model runs without autograd in eval mode (generation, evaluation); training still runs the eager ones."""
+        compiled = {name: compile_part(getattr(self, name)) for name in self._inference_parts if hasattr(self, name)}
+        if hasattr(self, "text_decoder"):
+            compiled["decoder_steps"] = compile_part(DecoderSteps(self.text_decoder))
+        self.__dict__["_compiled_parts"] = compiled
+
+    _inference_parts: ClassVar[tuple[str, ...]] = ("visual_encoder", "text_encoder", "fusion_encoder")
+
+    @property
+    def parts_optimized_for_inference(self) -> bool:
+        return bool(self.__dict__.get("_compiled_parts"))
+
+    def _part(self, name: str):
+        """The compiled ``name`` when there is one and no gradient is wanted, else the module itself."""
+        compiled = self.__dict__.get("_compiled_parts", {}).get(name)
+        if compiled is not None and not self.training and not torch.is_grad_enabled():
+            return compiled
+        return DecoderSteps(self.text_decoder) if name == "decoder_steps" else getattr(self, name)
+
+    def decoding_adapter(self, states: torch.Tensor, mask: torch.Tensor) -> ConditionedDecoder:
+        """The decoder conditioned on ``states`` as core's generation engine drives it."""
+        return ConditionedDecoder(self._part("decoder_steps"), states, mask)
+
     # -- shared encoders ------------------------------------------------------------------------------------------
     def encode_image(self, pixel_values: torch.Tensor, *, momentum: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Image states at the text width ``[B, 1 + patches, H]`` and their all-ones mask."""
         suffix = "_m" if momentum else ""
-        states = getattr(self, "visual_encoder" + suffix)(pixel_values, skip_last_layer=True)
+        states = self._part("visual_encoder" + suffix)(pixel_values, skip_last_layer=True)
         if hasattr(self, "visn_fc"):
             fc, norm = getattr(self, "visn_fc" + suffix), getattr(self, "visn_layer_norm" + suffix)
             states = self.visn_dropout(norm(fc(states)))
         return states, torch.ones(states.shape[:2], dtype=torch.long, device=states.device)
 
     def encode_text(self, input_ids, attention_mask, *, momentum: bool = False) -> torch.Tensor:
-        return getattr(self, "text_encoder" + ("_m" if momentum else ""))(input_ids, attention_mask)
+        return self._part("text_encoder" + ("_m" if momentum else ""))(input_ids, attention_mask)
 
     def fuse(self, pixel_values, input_ids, attention_mask) -> tuple[torch.Tensor, torch.Tensor]:
         """Fused ``[image; text]`` states and mask: what the VQA and grounding decoders attend to."""
         image, image_mask = self.encode_image(pixel_values)
         text = self.encode_text(input_ids, attention_mask)
-        image, text = self.fusion_encoder(text, attention_mask, image, image_mask)
+        image, text = self._part("fusion_encoder")(text, attention_mask, image, image_mask)
         return torch.cat([image, text], 1), torch.cat([image_mask, attention_mask.long()], 1)
 
     def momentum_update(self) -> None:
@@ -119,7 +147,7 @@ class MPlugPreTrainedModel(PreTrainedModel):
             momentum_update(self, self.momentum_module_names(), self.config.momentum)
 
     def _generate(self, states, mask, config: GenerationConfig, prompt: torch.Tensor | None = None):
-        adapter = ConditionedDecoder(self.text_decoder, states, mask)
+        adapter = self.decoding_adapter(states, mask)
         return generate(adapter, adapter.placeholder_source(), None, config, decoder_input_ids=prompt)
 
     def default_generation(self, **overrides: Any) -> GenerationConfig:

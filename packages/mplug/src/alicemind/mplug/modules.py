@@ -124,18 +124,50 @@ class DecoderCache:
     layers: list[LayerCache]
     encoder_mask: torch.Tensor
     length: int = 0
+    position: torch.Tensor | None = None  # static caches: [1] next decoder position, shared by every layer
+
+
+class DecoderSteps(nn.Module):
+    """The text decoder's incremental steps over a KV cache: the part of generation that
+    ``optimize_for_inference`` compiles. The conditioning states reach it only through the cache, so one
+    compiled step serves every batch. It holds the decoder without copying it (no weights of its own)."""
+
+    def __init__(self, decoder: TextDecoder):
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(self, input_ids, attention_mask, states, states_mask) -> torch.Tensor:
+        """Teacher-forced logits, as :class:`TextDecoder`."""
+        return self.decoder(input_ids, attention_mask, states, states_mask)
+
+    def decode_step(self, decoder_input_ids: torch.Tensor, cache: DecoderCache) -> torch.Tensor:
+        """Logits ``[B, T_new, V]`` of the new tokens; their keys/values go into ``cache``."""
+        bert, new = self.decoder.bert, decoder_input_ids.shape[1]
+        if cache.position is not None:
+            positions = cache.position + torch.arange(new, device=decoder_input_ids.device)
+            x = bert.embeddings(decoder_input_ids, position_ids=positions[None])
+        else:
+            x = bert.embeddings(decoder_input_ids, past_length=cache.length)
+        out = bert.encoder(x, causal=True, encoder_padding_mask=cache.encoder_mask, caches=cache.layers)
+        if cache.position is not None:
+            cache.position.add_(new)  # after every layer wrote at the old position
+        else:  # a Python count: under compile a static cache must not change one each step
+            cache.length += new
+        return self.decoder.cls(out.last_hidden_state)
 
 
 class ConditionedDecoder:
-    """Presents a text decoder and fixed conditioning states (image, or fused image+text) to core's generate.
+    """Presents decoder steps and fixed conditioning states (image, or fused image+text) to core's generate.
 
     core's engine encodes ``input_ids``; here the conditioning is already computed, so the engine is handed a
     ``[B, 1]`` placeholder source and :meth:`encode` returns the states (the engine never looks at them).
+    ``steps`` is a :class:`DecoderSteps`, or its compiled view; a compiled one decodes over a static cache.
     """
 
-    def __init__(self, decoder: TextDecoder, states: torch.Tensor, states_mask: torch.Tensor):
-        self.decoder, self.states, self.states_mask = decoder, states, states_mask
-        self.max_decoder_positions = decoder.max_decoder_positions
+    def __init__(self, steps: DecoderSteps, states: torch.Tensor, states_mask: torch.Tensor):
+        self.steps, self.states, self.states_mask = steps, states, states_mask
+        self.max_decoder_positions = steps.decoder.max_decoder_positions
+        self.prefers_static_cache = bool(getattr(steps, "prefers_static_cache", False))
 
     def placeholder_source(self) -> torch.Tensor:
         return torch.zeros(self.states.shape[0], 1, dtype=torch.long, device=self.states.device)
@@ -143,15 +175,15 @@ class ConditionedDecoder:
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.states
 
-    def init_decoder_cache(self, encoder_hidden, encoder_mask, max_length: int) -> DecoderCache:
-        layers = self.decoder.bert.encoder.init_caches(encoder_hidden.shape[0], max_length, encoder_hidden)
-        return DecoderCache(layers, self.states_mask)
+    def init_decoder_cache(self, encoder_hidden, encoder_mask, max_length: int, *, static: bool = False):
+        """Empty self-attention caches; ``static=True``: fixed buffers written at a tensor position."""
+        position = torch.zeros(1, dtype=torch.long, device=encoder_hidden.device) if static else None
+        encoder = self.steps.decoder.bert.encoder
+        layers = encoder.init_caches(encoder_hidden.shape[0], max_length, encoder_hidden, position=position)
+        return DecoderCache(layers, self.states_mask, position=position)
 
     def decode_step(self, decoder_input_ids: torch.Tensor, cache: DecoderCache) -> torch.Tensor:
-        x = self.decoder.bert.embeddings(decoder_input_ids, past_length=cache.length)
-        out = self.decoder.bert.encoder(x, causal=True, encoder_padding_mask=cache.encoder_mask, caches=cache.layers)
-        cache.length += decoder_input_ids.shape[1]
-        return self.decoder.cls(out.last_hidden_state)
+        return self.steps.decode_step(decoder_input_ids, cache)
 
     def reorder_cache(self, cache: DecoderCache, index: torch.Tensor) -> DecoderCache:
         for layer in cache.layers:

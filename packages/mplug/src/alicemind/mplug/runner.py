@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from alicemind.core.cli import CliError
+from alicemind.core.cli.compiling import maybe_optimize
 from alicemind.core.io import FolderNotReplaceableError
 from alicemind.mplug.data import pair_records, read_records
 
@@ -204,7 +205,8 @@ def run_evaluate(recipe: dict[str, Any], *, recipe_name: str | None = None, over
     if out is not None:
         _check_metrics_free(out, overwrite)  # before the evaluation, not after it
     model, processor, task = build(recipe)
-    metrics = evaluate(model.eval(), processor, task, eval_records(recipe, task), recipe.get("generation") or {})
+    model = maybe_optimize(model.eval())  # under --compile the model compiles its own parts
+    metrics = evaluate(model, processor, task, eval_records(recipe, task), recipe.get("generation") or {})
     if out is not None:
         write_metrics(out, recipe, task, metrics, recipe_name, overwrite=overwrite)
     return metrics

@@ -104,4 +104,6 @@ def maybe_optimize(model: Any, args: argparse.Namespace | None = None) -> Any:
 
     if backend is None or isinstance(model, ops.InferenceModel):  # already compiled: one wrapper is enough
         return model
+    if getattr(model, "parts_optimized_for_inference", False):  # compiled its own parts already
+        return model
     return ops.optimize_for_inference(model, backend=backend)

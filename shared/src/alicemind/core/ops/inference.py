@@ -115,7 +115,7 @@ def optimize_for_inference(
     freeze: bool = True,
     backend: str = "inductor",
     report: Callable[[str], None] | None = _stderr,
-) -> InferenceModel:
+) -> InferenceModel | nn.Module:
     """Put ``model`` in eval mode and compile it for inference on its device.
 
     CPU: inductor with weight freezing (weights become constants, linear layers get oneDNN-prepacked weights).
@@ -129,7 +129,17 @@ def optimize_for_inference(
     called through ``alicemind.core.generation.generate``: the prompt is one graph and every later step one more
     (per row count), with the projection and LM-head weights frozen and prepacked on CPU.
     ``backend`` other than inductor (``"aot_eager"``: tracing only, no code generation) is for checks.
+
+    A model whose inference drives several parts itself (mPLUG: image encoder, fusion, then its own decoding
+    loop) defines ``optimize_parts_for_inference(compile_part)``: it is handed a function that compiles one module
+    with these settings (returning its :class:`InferenceModel`), compiles what it runs, and is returned itself.
     """
+    own = getattr(model, "optimize_parts_for_inference", None)
+    if callable(own):
+        settings = dict(cache_dir=cache_dir, dynamic=dynamic, freeze=freeze, backend=backend, report=report)
+        model.eval()
+        own(lambda part: optimize_for_inference(part, **settings))
+        return model
     params = next(iter(model.parameters()), None)
     device = params.device if params is not None else torch.device("cpu")
     if cache_dir is not None:
