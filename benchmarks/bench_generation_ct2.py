@@ -1,7 +1,8 @@
 """PALM generation against CTranslate2 (fp32 and int8, built from the same weights) and transformers BART.
 
 palm.ch.base shape (12 + 12 layers, hidden 768, 12 heads, FFN 3072, vocabulary 21504), random weights, batch 4,
-source 64 tokens, exactly ``--new`` (32) new tokens per output (EOS banned until the limit), greedy and beam 4.
+source 64 tokens (``--ragged``: lengths uniform in 16-64, padded and masked), exactly ``--new`` (32) new tokens per
+output (EOS banned until the limit), greedy and beam 4.
 
 Every peer lives in its own process for the whole run: it builds its model, warms up (compiles, for the compiled
 peers; that cost is reported apart), then answers "time one call" requests. The driver asks the peers in turn,
@@ -55,8 +56,10 @@ def _torch_runner(peer: str, args, sources):
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    ids = torch.tensor(sources, device=device)
-    mask = torch.ones_like(ids)
+    # Ragged sources are right-padded with 0 and masked; CTranslate2 takes the rows as they are.
+    width = max(len(row) for row in sources)
+    ids = torch.tensor([row + [0] * (width - len(row)) for row in sources], device=device)
+    mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in sources], device=device)
     new = args.new
     if peer == "hf":
         from transformers import BartConfig, BartForConditionalGeneration
@@ -161,6 +164,10 @@ def _prepare(args, work: Path) -> None:
 
     g = torch.Generator().manual_seed(1)
     sources = torch.randint(1000, SHAPE["vocab"], (args.batch, args.src), generator=g).tolist()
+    if args.ragged:  # lengths uniform in [src/4, src], the longest row at src
+        lengths = torch.randint(args.src // 4, args.src + 1, (args.batch,), generator=g).tolist()
+        lengths[0] = args.src
+        sources = [row[:n] for row, n in zip(sources, lengths, strict=True)]
     (work / "sources.json").write_text(json.dumps(sources))
     if (Path(args.ct2_model) / "model.bin").exists():
         return
@@ -206,6 +213,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--src", type=int, default=64)
     p.add_argument("--new", type=int, default=32)
+    p.add_argument("--ragged", action="store_true", help="source lengths uniform in [src/4, src] (padded + masked)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cuda: our int8 peers are CPU-only")
     p.add_argument("--rounds", type=int, default=7)
@@ -260,7 +268,8 @@ def report(args, peers, ready, seconds, peaks, loads) -> None:
         f"torch {versions['torch']}, transformers {versions['transformers']}, ctranslate2 {versions['ctranslate2']}; "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.threads} threads per peer"
         + (f"; device {args.device}." if args.device != "cpu" else "."),
-        f"Batch {args.batch}, source {args.src}, exactly {args.new} new tokens; {args.rounds} rounds, peers "
+        f"Batch {args.batch}, source {'ragged, lengths uniform in ' + str(args.src // 4) + '-' if args.ragged else ''}"
+        f"{args.src}, exactly {args.new} new tokens; {args.rounds} rounds, peers "
         f"alternated (order rotated each round), each in its own process; median tokens/s (min-max).",
         f"Load average at start {', '.join(f'{x:.2f}' for x in loads[0])}; at end "
         f"{', '.join(f'{x:.2f}' for x in loads[1])}.",

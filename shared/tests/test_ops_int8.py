@@ -5,13 +5,15 @@ a stack (and a tied output projection) is swapped in place with its structure ke
 from __future__ import annotations
 
 import copy
+import gc
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from alicemind.core.layers import BlockSpec, TransformerStack
-from alicemind.core.ops.int8 import Int8Linear, quantize_linear_weights
+from alicemind.core.ops.compiling import trace_calls
+from alicemind.core.ops.int8 import _PACKED, Int8Linear, quantize_linear_weights
 
 
 def _activation_step(x: torch.Tensor) -> torch.Tensor:
@@ -58,13 +60,35 @@ def test_copies_and_moves_repack_and_agree():
     x = torch.randn(2, 20)
     with torch.no_grad():
         want = quantized(x)
-        assert quantized._packed is not None
+        assert quantized._key in _PACKED
         twin = copy.deepcopy(quantized)
-        assert twin._packed is None
+        assert twin._key in _PACKED and twin._key != quantized._key  # its own packed weight
         torch.testing.assert_close(twin(x), want, atol=0, rtol=0)
+        old_key = quantized._key
         quantized.to("cpu", torch.float32)
-        assert quantized._packed is None
+        assert quantized._key != old_key and old_key not in _PACKED  # repacked; the old copy is released
         torch.testing.assert_close(quantized(x), want, atol=0, rtol=0)
+        key = twin._key
+        del twin
+        gc.collect()
+        assert key not in _PACKED  # a collected map takes its packed weight with it
+
+
+def test_int8_maps_trace_as_one_graph_with_the_network_around_them():
+    """Under torch.compile each int8 map is one opaque op: norms and activations compile around it, in one graph
+    for every batch of a shape, with the eager outputs; inductor's code gives them too (fp32 rounding apart)."""
+    torch.manual_seed(0)
+    stack = TransformerStack(BlockSpec(hidden_size=32, num_heads=4, intermediate_size=64), 2).eval()
+    quantize_linear_weights(stack)
+    batches = [(torch.randn(2, 5, 32),) for _ in range(3)]
+    with torch.no_grad():
+        trace = trace_calls(lambda x: stack(x).last_hidden_state, batches)
+        eager = [stack(x).last_hidden_state for (x,) in batches]
+        inductor = torch.compile(lambda x: stack(x).last_hidden_state, fullgraph=True)(batches[0][0])
+    assert trace.graphs == 1
+    for got, want in zip(trace.outputs, eager, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(inductor, eager[0], atol=1e-4, rtol=1e-4)
 
 
 class _TiedLM(nn.Module):

@@ -7,7 +7,8 @@ CTranslate2's ``int8`` compute type uses. Off CPU, or without a quantized engine
 ``F.linear`` runs in the activations' dtype. It trades accuracy for speed: measure before using it
 (``benchmarks/bench_generation_int8_quality.py``).
 
-Why not ``torch._weight_int8pack_mm`` (weight-only int8, fp32 activations): on this CPU it ran 17-40x slower than
+Under ``torch.compile`` each map is one opaque custom op (``alicemind::int8_linear_dynamic``) and the rest of the
+network is compiled around it. Why not ``torch._weight_int8pack_mm`` (weight-only int8, fp32 activations): on this CPU it ran 17-40x slower than
 ``F.linear`` at decode shapes. Why not torchao: its CPU int8 speed comes from inductor, and it would be one more
 dependency for an opt-in path. torch marks its quantized-tensor constructors deprecated; the one call that needs
 them (packing) is isolated in :func:`_pack` so it can move when torch ships the replacement.
@@ -15,7 +16,10 @@ them (packing) is isolated in :func:`_pack` so it can move when torch ships the 
 
 from __future__ import annotations
 
+import itertools
 import warnings
+import weakref
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -45,10 +49,29 @@ def _pack(q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None):
         return torch.ops.quantized.linear_prepack(qweight, bias)
 
 
+# Packed weights by key. The packed object is a TorchScript class that dynamo cannot trace through, so the
+# compiled graph holds the key (a constant) and the custom op below looks the weight up when it runs.
+_PACKED: dict[int, Any] = {}
+_KEYS = itertools.count()
+
+
+@torch.library.custom_op("alicemind::int8_linear_dynamic", mutates_args=())
+def _int8_linear_dynamic(x: torch.Tensor, key: int, out_features: int) -> torch.Tensor:
+    """``x [N, in]`` times the packed int8 weight ``key`` (activations quantised per call) -> ``[N, out]`` fp32."""
+    return torch.ops.quantized.linear_dynamic(x, _PACKED[key], False)
+
+
+@_int8_linear_dynamic.register_fake
+def _(x: torch.Tensor, key: int, out_features: int) -> torch.Tensor:
+    return x.new_empty(x.shape[0], out_features)
+
+
 class Int8Linear(nn.Module):
     """A linear map with int8 weights and per-output-channel fp32 scales, for eval only.
 
-    Built from an ``nn.Linear`` or, with :meth:`from_weight`, from any weight matrix (a tied embedding table)."""
+    Built from an ``nn.Linear`` or from any weight matrix (a tied embedding table). Traces under
+    ``torch.compile`` as one opaque op per map, so the rest of the network (norms, attention, activations) compiles
+    around it."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None):
         super().__init__()
@@ -57,7 +80,7 @@ class Int8Linear(nn.Module):
         self.register_buffer("weight_int8", q)
         self.register_buffer("weight_scale", scale)
         self.register_buffer("bias", bias.detach().float().clone() if bias is not None else None)
-        self._packed = None  # built on first CPU call; a device move or a copy drops it (see _apply)
+        self._repack()
 
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> Int8Linear:
@@ -66,22 +89,33 @@ class Int8Linear(nn.Module):
     def dequantized_weight(self) -> torch.Tensor:
         return self.weight_int8.float() * self.weight_scale[:, None]
 
+    def _repack(self) -> None:
+        """Pack the weight for the quantized engine when it lives on CPU (else ``_key`` is None: the fallback)."""
+        _PACKED.pop(getattr(self, "_key", None), None)
+        self._key = None
+        if self.weight_int8.device.type == "cpu" and _engine_available():
+            self._key = next(_KEYS)
+            _PACKED[self._key] = _pack(self.weight_int8, self.weight_scale, self.bias)
+            weakref.finalize(self, _PACKED.pop, self._key, None)
+
     def _apply(self, fn, recurse=True):
-        self._packed = None
-        return super()._apply(fn, recurse)
+        out = super()._apply(fn, recurse)
+        self._repack()  # a device move or cast: the packed copy must follow the buffers
+        return out
 
     def __getstate__(self):
-        state = super().__getstate__()
-        return {**state, "_packed": None}
+        return {**super().__getstate__(), "_key": None}
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._repack()  # a copy gets its own packed weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cpu" or x.dtype != torch.float32 or not _engine_available():
+        if self._key is None or x.device.type != "cpu" or x.dtype != torch.float32:
             bias = self.bias.to(x.dtype) if self.bias is not None else None
             return F.linear(x, self.dequantized_weight().to(x.dtype), bias)
-        if self._packed is None:
-            self._packed = _pack(self.weight_int8, self.weight_scale, self.bias)
         flat = x.reshape(-1, self.in_features).contiguous()
-        out = torch.ops.quantized.linear_dynamic(flat, self._packed, False)
+        out = _int8_linear_dynamic(flat, self._key, self.out_features)
         return out.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
