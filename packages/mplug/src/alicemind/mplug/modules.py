@@ -43,7 +43,7 @@ class BertStack(nn.Module):
             dropout=config.hidden_dropout_prob,
         )
         # The cross-attending stack is the causal decoder, which core's stack never packs: only the text encoder does.
-        packed = config.padding_free and not cross
+        packed = False if cross else config.padding_free
         self.encoder = TransformerStack(block_spec(config, cross=cross), num_layers, padding_free=packed)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

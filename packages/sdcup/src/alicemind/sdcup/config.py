@@ -34,7 +34,9 @@ class SdcupConfig(ModelConfig):
     type_vocab_size: int = UER_SEGMENT_VOCAB
     layer_norm_eps: float = UER_LAYER_NORM_EPS
     initializer_range: float = 0.02
-    padding_free: bool = False  # pack the real tokens through the stack (same outputs, no work on padding)
+    padding_free: bool | None = (
+        None  # None: packed in eager training steps on ragged batches; True: always; False: never
+    )
     max_seq_length: int = 350  # the original's max_seq_length; longer inputs are an error, never truncated
     # SQLova head (Seq2SQL_v1 defaults: hS 100, lS 2, dr 0.3; at most 4 select columns and 6 conditions).
     head_hidden_size: int = 100

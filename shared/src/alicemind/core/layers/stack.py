@@ -24,9 +24,14 @@ class TransformerStack(nn.Module):
 
     ``padding_free=True`` packs the real tokens once, so linear layers, norms and the feed-forward never touch
     padding; attention runs varlen on CUDA or re-pads around SDPA elsewhere. Outputs equal the padded path.
+    ``None`` (the default) packs ragged batches in eager training steps only, where it measured 1.48x the padded
+    step (benchmarks/results/encoder_train.md); evaluation, and anything traced by ``torch.compile``, keep the
+    padded path, whose shapes do not depend on the data. ``False`` never packs.
     """
 
-    def __init__(self, spec: BlockSpec, num_layers: int, *, final_norm: bool | None = None, padding_free=False):
+    def __init__(
+        self, spec: BlockSpec, num_layers: int, *, final_norm: bool | None = None, padding_free: bool | None = None
+    ):
         super().__init__()
         self.layers = nn.ModuleList(TransformerBlock(spec) for _ in range(num_layers))
         final_norm = spec.norm_first if final_norm is None else final_norm
@@ -53,6 +58,8 @@ class TransformerStack(nn.Module):
         ``skip_cross_attention=True`` runs blocks built with cross-attention as self-attention + feed-forward only.
         """
         padding_free = self.padding_free if padding_free is None else padding_free
+        if padding_free is None:
+            padding_free = self.training and not torch.compiler.is_compiling()
         q_len = x.shape[1]
         # A static cache masks its own buffer (causality and unwritten positions) from a tensor position.
         static = bool(caches) and caches[0].self_kv.static
@@ -69,6 +76,7 @@ class TransformerStack(nn.Module):
             and not causal
             and caches is None
             and attn_bias is None
+            and encoder_states is None  # packed rows have no batch axis for cross-attention to line up with
             and not output_hidden_states
             and not _all_real(padding_mask)
         )
