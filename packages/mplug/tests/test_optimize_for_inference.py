@@ -37,7 +37,7 @@ def test_caption_and_vqa_generation_equal_eager_through_the_compiled_parts():
     for beams in (1, 3):
         want = caption.generate(pixels, num_beams=beams, max_new_tokens=6)
         assert torch.equal(compiled.generate(pixels, num_beams=beams, max_new_tokens=6), want)
-    assert any("visual_encoder" not in r and "decode_step" in r for r in reports)
+    assert any("decode_step" in r for r in reports) and any("forward" in r for r in reports)
     parts = compiled.__dict__["_compiled_parts"]
     assert parts["visual_encoder"].compile_seconds and parts["decoder_steps"].compile_seconds
     vqa = MPlugForVQA(tiny_config()).eval()

@@ -53,9 +53,8 @@ class MPlugConfig(ModelConfig):
     mask_token_id: int = 103
     # The text encoder runs its linear layers and FFN on packed real tokens only (same outputs, less work on
     # padded batches); the causal decoder and the fusion layers always run padded.
-    padding_free: bool | None = (
-        None  # None: packed in eager training steps on ragged batches; True: always; False: never
-    )
+    # None: packed in eager training steps on ragged batches; True: always; False: never.
+    padding_free: bool | None = None
 
     def vision_config(self) -> VisionConfig:
         """The CLIP tower at this model's image size (without CLIP's projection: mPLUG never uses it)."""

@@ -110,16 +110,21 @@ class MPlugPreTrainedModel(PreTrainedModel):
     def parts_optimized_for_inference(self) -> bool:
         return bool(self.__dict__.get("_compiled_parts"))
 
+    def _compiled(self, name: str):
+        """The compiled part ``name`` when there is one and no gradient is wanted, else None."""
+        if self.training or torch.is_grad_enabled():
+            return None
+        return self.__dict__.get("_compiled_parts", {}).get(name)
+
     def _part(self, name: str):
-        """The compiled ``name`` when there is one and no gradient is wanted, else the module itself."""
-        compiled = self.__dict__.get("_compiled_parts", {}).get(name)
-        if compiled is not None and not self.training and not torch.is_grad_enabled():
-            return compiled
-        return DecoderSteps(self.text_decoder) if name == "decoder_steps" else getattr(self, name)
+        """The compiled module ``name`` where it may run (see :meth:`_compiled`), else the module itself."""
+        compiled = self._compiled(name)
+        return compiled if compiled is not None else getattr(self, name)
 
     def decoding_adapter(self, states: torch.Tensor, mask: torch.Tensor) -> ConditionedDecoder:
         """The decoder conditioned on ``states`` as core's generation engine drives it."""
-        return ConditionedDecoder(self._part("decoder_steps"), states, mask)
+        steps = self._compiled("decoder_steps")
+        return ConditionedDecoder(steps if steps is not None else DecoderSteps(self.text_decoder), states, mask)
 
     # -- shared encoders ------------------------------------------------------------------------------------------
     def encode_image(self, pixel_values: torch.Tensor, *, momentum: bool = False) -> tuple[torch.Tensor, torch.Tensor]:

@@ -34,9 +34,8 @@ class SdcupConfig(ModelConfig):
     type_vocab_size: int = UER_SEGMENT_VOCAB
     layer_norm_eps: float = UER_LAYER_NORM_EPS
     initializer_range: float = 0.02
-    padding_free: bool | None = (
-        None  # None: packed in eager training steps on ragged batches; True: always; False: never
-    )
+    # None: packed in eager training steps on ragged batches; True: always; False: never.
+    padding_free: bool | None = None
     max_seq_length: int = 350  # the original's max_seq_length; longer inputs are an error, never truncated
     # SQLova head (Seq2SQL_v1 defaults: hS 100, lS 2, dr 0.3; at most 4 select columns and 6 conditions).
     head_hidden_size: int = 100

@@ -39,9 +39,8 @@ class StructBertConfig(ModelConfig):
     label2id: dict[str, int] | None = None
     task_specs: list[dict] | None = None
     # Run linear layers and the FFN on packed real tokens only (same outputs, less work on padded batches).
-    padding_free: bool | None = (
-        None  # None: packed in eager training steps on ragged batches; True: always; False: never
-    )
+    # None: packed in eager training steps on ragged batches; True: always; False: never.
+    padding_free: bool | None = None
 
     def validate(self) -> None:
         if self.hidden_size % self.num_attention_heads:

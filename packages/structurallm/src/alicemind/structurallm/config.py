@@ -39,9 +39,8 @@ class StructuralLMConfig(ModelConfig):
     initializer_range: float = 0.02
     layer_norm_eps: float = 1e-5
     attend_padding: bool = False  # True reproduces the original, whose RoBERTa-mode input_mask pads with 1
-    padding_free: bool | None = (
-        None  # None: packed in eager training steps on ragged batches; True: always; False: never
-    )
+    # None: packed in eager training steps on ragged batches; True: always; False: never.
+    padding_free: bool | None = None
     num_cpc_areas: int = 16  # cell position classification: the page split into N equal areas (a square grid)
     attention_type: str = "self"  # a field of the released config.json; unused
     num_labels: int = 2

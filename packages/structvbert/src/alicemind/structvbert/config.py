@@ -39,9 +39,8 @@ class StructVBertConfig(ModelConfig):
     max_objects: int = 100
     max_text_length: int = 20  # the original's MAX_VQA_LENGTH
     embedding_padding_idx: bool = True
-    padding_free: bool | None = (
-        None  # None: packed in eager training steps on ragged batches; True: always; False: never
-    )
+    # None: packed in eager training steps on ragged batches; True: always; False: never.
+    padding_free: bool | None = None
     num_object_labels: int = 1600  # Visual Genome object classes of the detector
     num_attribute_labels: int = 400
     answers: list[str] | None = None

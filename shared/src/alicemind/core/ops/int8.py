@@ -8,7 +8,9 @@ CTranslate2's ``int8`` compute type uses. Off CPU, or without a quantized engine
 (``benchmarks/bench_generation_int8_quality.py``).
 
 Under ``torch.compile`` each map is one opaque custom op (``alicemind::int8_linear_dynamic``) and the rest of the
-network is compiled around it. Why not ``torch._weight_int8pack_mm`` (weight-only int8, fp32 activations): on this CPU it ran 17-40x slower than
+network is compiled around it.
+
+Why not ``torch._weight_int8pack_mm`` (weight-only int8, fp32 activations): on this CPU it ran 17-40x slower than
 ``F.linear`` at decode shapes. Why not torchao: its CPU int8 speed comes from inductor, and it would be one more
 dependency for an opt-in path. torch marks its quantized-tensor constructors deprecated; the one call that needs
 them (packing) is isolated in :func:`_pack` so it can move when torch ships the replacement.
@@ -91,12 +93,14 @@ class Int8Linear(nn.Module):
 
     def _repack(self) -> None:
         """Pack the weight for the quantized engine when it lives on CPU (else ``_key`` is None: the fallback)."""
-        _PACKED.pop(getattr(self, "_key", None), None)
+        release = self.__dict__.pop("_release", None)
+        if release is not None:
+            release()  # drop the previous packed copy now, not when this map is collected
         self._key = None
         if self.weight_int8.device.type == "cpu" and _engine_available():
             self._key = next(_KEYS)
             _PACKED[self._key] = _pack(self.weight_int8, self.weight_scale, self.bias)
-            weakref.finalize(self, _PACKED.pop, self._key, None)
+            self._release = weakref.finalize(self, _PACKED.pop, self._key, None)
 
     def _apply(self, fn, recurse=True):
         out = super()._apply(fn, recurse)
@@ -104,7 +108,9 @@ class Int8Linear(nn.Module):
         return out
 
     def __getstate__(self):
-        return {**super().__getstate__(), "_key": None}
+        state = {**super().__getstate__(), "_key": None}
+        state.pop("_release", None)  # the copy registers its own
+        return state
 
     def __setstate__(self, state):
         super().__setstate__(state)
